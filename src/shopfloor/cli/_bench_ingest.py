@@ -1,0 +1,90 @@
+"""``shopfloor bench ingest``: Sparkplug ingest end to end (see :mod:`shopfloor.bench.ingest`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+__all__ = ["ingest_command", "register"]
+
+console = Console(stderr=True)
+
+
+def ingest_command(
+    json_out: Path | None = typer.Option(None, "--json", help="Write the figures as JSON here."),
+    devices: int = typer.Option(3000, "--devices", min=1, help="Simulated Sparkplug devices."),
+    metrics: int = typer.Option(50, "--metrics", min=1, help="Metrics per device."),
+    rate: float = typer.Option(1.0, "--rate", min=0.01, help="DDATA per device per second."),
+    seconds: float = typer.Option(60.0, "--seconds", min=1.0, help="Measurement time."),
+    broker: str = typer.Option("mqtt://127.0.0.1:1883", "--broker", help="The MQTT broker."),
+    profile: bool | None = typer.Option(
+        None,
+        "--profile/--no-profile",
+        help="Profile the host with cProfile (default: when the target is missed).",
+    ),
+    workdir: Path | None = typer.Option(
+        None, "--dir", help="Where the temporary DuckDB file goes (default: a temp dir)."
+    ),
+) -> None:
+    """Sparkplug edges → broker → host → pipeline → DuckDB: stored values/s, latency, RSS,
+    against a raw subscriber on the same broker and message rate."""
+    from shopfloor.bench._report import print_figures, write_report
+    from shopfloor.bench.ingest import IngestBenchConfig, run_ingest_bench
+
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    cfg = IngestBenchConfig(
+        devices=devices,
+        metrics=metrics,
+        rate=rate,
+        seconds=seconds,
+        broker=broker,
+        profile=profile,
+    )
+    with (
+        tempfile.TemporaryDirectory(prefix="shopfloor-bench-", dir=workdir) as tmp,
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed:.0f}/{task.total:.0f}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as bar,
+    ):
+        tasks: dict[str, TaskID] = {}
+
+        def progress(phase: str, done: float, total: float) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total)
+            bar.update(tasks[phase], completed=done)
+
+        try:
+            figures = asyncio.run(run_ingest_bench(cfg, Path(tmp), progress))
+        except (TimeoutError, RuntimeError, ValueError, OSError, ExceptionGroup) as exc:
+            errors = exc.exceptions if isinstance(exc, ExceptionGroup) else (exc,)
+            for err in errors:
+                console.print(f"[red]error:[/] {err}", markup=True, highlight=False)
+            raise typer.Exit(1) from exc
+    top = figures.pop("profile_top", None)
+    print_figures("Sparkplug ingest", figures, console=console)
+    if top:
+        print_figures(
+            "host profile (tottime)",
+            {row["function"]: f"{row['tottime_s']:.2f} s ({row['share']:.0%})" for row in top},
+            console=console,
+        )
+        figures["profile_top"] = top
+    if json_out is not None:
+        write_report(json_out, "ingest", figures)
+        console.print(f"wrote {json_out}")
+
+
+def register(bench_app: typer.Typer) -> None:
+    """Add the ``ingest`` command to the ``bench`` app."""
+    bench_app.command("ingest")(ingest_command)

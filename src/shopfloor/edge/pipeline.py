@@ -1,0 +1,150 @@
+"""The embedded ingest pipeline: connectors → bounded queue → mapper → historian.
+
+Connectors hand raw batches to :meth:`Pipeline.sink`, which waits when the queue is full:
+a slow historian slows intake instead of growing memory. One writer task drains the
+queue, coalesces batches up to ``flush_rows`` or ``flush_interval`` seconds, maps them and
+appends readings and dead letters to the historian. :meth:`Pipeline.close` flushes
+everything accepted before it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from shopfloor.edge.batch import RawBatch
+from shopfloor.edge.mapper import Mapper, Route
+
+if TYPE_CHECKING:  # the historian imports the edge's batch types
+    from shopfloor.historian.base import Historian
+
+__all__ = ["Pipeline", "PipelineStats", "Resolver"]
+
+Resolver = Callable[[list[tuple[str, str]]], Awaitable[Mapping[tuple[str, str], Route]]]
+"""Turns unknown ``(source, address)`` keys into routes (signals created on the fly); keys it
+does not resolve become dead letters as usual."""
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class PipelineStats:
+    """Counters of the pipeline since it started (all monotonic but the gauges)."""
+
+    values_in: int = 0
+    values_stored: int = 0
+    dead_letters: int = 0
+    commits: int = 0
+    queue_depth: int = 0
+    lag_ms: float = 0.0
+    """Time from a batch's arrival to its historian commit, of the last commit."""
+    _rate: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=32))
+
+    def values_per_s(self) -> float:
+        """Stored values per second over the last few seconds."""
+        if len(self._rate) < 2:
+            return 0.0
+        (t0, v0), (t1, v1) = self._rate[0], self._rate[-1]
+        return (v1 - v0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+_STOP = object()
+
+
+class Pipeline:
+    """Moves raw batches from connectors into the historian (see the module docstring)."""
+
+    def __init__(
+        self,
+        historian: Historian,
+        mapper: Mapper,
+        *,
+        max_queue: int = 256,
+        flush_rows: int = 100_000,
+        flush_interval: float = 0.25,
+        resolver: Resolver | None = None,
+    ) -> None:
+        self.historian = historian
+        self.mapper = mapper
+        self.resolver = resolver
+        self.flush_rows = flush_rows
+        self.flush_interval = flush_interval
+        self.stats = PipelineStats()
+        self._queue: asyncio.Queue[tuple[float, RawBatch] | object] = asyncio.Queue(max_queue)
+        self._closed = False
+
+    async def sink(self, batch: RawBatch) -> None:
+        """Accept a batch from a connector; waits while the queue is full."""
+        if self._closed:
+            raise RuntimeError("pipeline is closed")
+        if len(batch) == 0:
+            return
+        await self._queue.put((time.monotonic(), batch))
+        self.stats.values_in += len(batch)
+        self.stats.queue_depth = self._queue.qsize()
+
+    async def run(self) -> None:
+        """Drain the queue into the historian until :meth:`close` is called."""
+        pending: list[tuple[float, RawBatch]] = []
+        rows = 0
+        stop = False
+        while not stop:
+            deadline = time.monotonic() + self.flush_interval
+            while rows < self.flush_rows:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0 and pending:
+                    break
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), max(timeout, 0.05))
+                except TimeoutError:
+                    if pending:
+                        break
+                    deadline = time.monotonic() + self.flush_interval
+                    continue
+                if item is _STOP:
+                    stop = True
+                    break
+                assert isinstance(item, tuple)
+                pending.append(item)
+                rows += len(item[1])
+            if pending:
+                await self._commit(pending)
+                pending, rows = [], 0
+            self.stats.queue_depth = self._queue.qsize()
+
+    async def _commit(self, pending: list[tuple[float, RawBatch]]) -> None:
+        raw = RawBatch(pa.concat_tables([b.table for _, b in pending]))
+        if self.resolver is not None:
+            unknown = self.mapper.unknown(raw)
+            if unknown:
+                found = await self.resolver(unknown)
+                if found:
+                    self.mapper = self.mapper.with_routes(found)
+        result = self.mapper.map(raw)
+        if len(result.readings):
+            await self.historian.append(result.readings)
+        if result.rejected:
+            await self.historian.append_dead_letters(result.dead_letters)
+            log.warning("%d reading(s) went to the dead letters", result.rejected)
+        now = time.monotonic()
+        s = self.stats
+        s.values_stored += len(result.readings)
+        s.dead_letters += result.rejected
+        s.commits += 1
+        s.lag_ms = (now - pending[0][0]) * 1000.0
+        s._rate.append((now, s.values_stored))
+
+    async def close(self) -> None:
+        """Stop accepting, then wait until everything accepted is in the historian.
+
+        The writer task (:meth:`run`) must be running; it returns after the flush.
+        """
+        self._closed = True
+        await self._queue.put(_STOP)

@@ -1,0 +1,46 @@
+"""The exceptions shopfloor raises, in one tree.
+
+Every error a caller can handle derives from :class:`ShopfloorError`. Library errors
+(DuckDB, asyncua, pydantic, …) are translated at the boundary with
+``raise SomeError(...) from exc`` so callers never need to import a backend's exceptions.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BatchError",
+    "ConfigError",
+    "ConnectionFailed",
+    "ConnectorError",
+    "HistorianError",
+    "ShopfloorError",
+    "UnknownSignalError",
+]
+
+
+class ShopfloorError(Exception):
+    """Base of every shopfloor error."""
+
+
+class ConfigError(ShopfloorError):
+    """A configuration or factory file is invalid (see ``shopfloor.model.FactoryFileError``)."""
+
+
+class BatchError(ShopfloorError):
+    """A batch of readings does not have the expected columns or types."""
+
+
+class HistorianError(ShopfloorError):
+    """The historian could not store or read data."""
+
+
+class UnknownSignalError(HistorianError):
+    """A query names a signal the historian has never seen."""
+
+
+class ConnectorError(ShopfloorError):
+    """A connector failed; the message names the connection."""
+
+
+class ConnectionFailed(ConnectorError):  # noqa: N818 - reads as an event, like TimeoutError's peers
+    """A connector could not (re)connect to its device or server."""

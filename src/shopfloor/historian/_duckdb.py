@@ -1,0 +1,834 @@
+"""The embedded historian engine: one DuckDB file.
+
+Layout (schema version 1):
+
+* ``signals`` — the catalog; ``signal_id`` comes from a sequence.
+* ``samples`` — the narrow table ``(signal_id, ts, quality, v_float, v_int, v_bool, v_str)``.
+  ``ts`` is a ``BIGINT`` of UTC microseconds: measured against ``TIMESTAMPTZ`` it inserts as
+  fast and the bucket arithmetic of :meth:`DuckDBHistorian.downsample` runs a little faster
+  on plain integers. Arrow timestamps are cast to and from int64 without copying.
+* ``rollup_1m`` — per signal and minute: first/last (with their timestamps), min, max, sum and
+  count of the samples that aggregates consider (quality not bad, value not null). Float
+  signals use ``first, last, min, max, sum`` (DOUBLE); int and bool signals use the ``i_*``
+  columns (BIGINT, HUGEINT sum) so that int64 values stay exact. Maintained in the same
+  transaction as the samples by merging the batch's own per-minute aggregates
+  (``INSERT … ON CONFLICT DO UPDATE``), so late and out-of-order data stays correct.
+* ``latest`` — the newest sample of each signal, merged on append (reading it is then a
+  lookup instead of a scan of every sample).
+* ``events``, ``dead_letters`` and ``schema_version``.
+
+DuckDB calls block, so every operation runs on one connection in one dedicated worker
+thread; operations are therefore serialised in the order they were awaited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from shopfloor.edge.batch import TS_TYPE, ReadingBatch, to_us
+from shopfloor.errors import HistorianError, UnknownSignalError
+from shopfloor.historian.base import (
+    DEAD_LETTER_SCHEMA,
+    DOWNSAMPLE_COLUMNS,
+    EVENT_SCHEMA,
+    Historian,
+    RetentionResult,
+    SignalInfo,
+)
+
+__all__ = ["SCHEMA_VERSION", "DuckDBHistorian"]
+
+SCHEMA_VERSION: Final = 1
+"""Version of the table layout this module creates and reads."""
+
+_MINUTE: Final = 60_000_000
+"""One minute in microseconds: the rollup granularity."""
+
+_T = TypeVar("_T")
+
+_DATA_TYPES: Final[frozenset[str]] = frozenset({"float", "int", "bool", "string", "json"})
+
+_VALUE_COLUMN: Final[dict[str, str]] = {
+    "float": "v_float",
+    "int": "v_int",
+    "bool": "v_bool",
+    "string": "v_str",
+    "json": "v_str",
+}
+"""The sample column that holds each data type's values."""
+
+_VALUE_TYPE: Final[dict[str, pa.DataType]] = {
+    "float": pa.float64(),
+    "int": pa.int64(),
+    "bool": pa.bool_(),
+    "string": pa.string(),
+    "json": pa.string(),
+}
+
+# ---------------------------------------------------------------------------------------
+# DDL
+
+_DDL_V1: Final[tuple[str, ...]] = (
+    "CREATE SEQUENCE IF NOT EXISTS signal_id_seq START 1",
+    """CREATE TABLE IF NOT EXISTS signals (
+        signal_id INTEGER PRIMARY KEY DEFAULT nextval('signal_id_seq'),
+        path VARCHAR NOT NULL UNIQUE,
+        data_type VARCHAR NOT NULL,
+        unit VARCHAR,
+        kind VARCHAR NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS samples (
+        signal_id INTEGER NOT NULL,
+        ts BIGINT NOT NULL,
+        quality UTINYINT NOT NULL,
+        v_float DOUBLE,
+        v_int BIGINT,
+        v_bool BOOLEAN,
+        v_str VARCHAR
+    )""",
+    """CREATE TABLE IF NOT EXISTS rollup_1m (
+        signal_id INTEGER NOT NULL,
+        minute BIGINT NOT NULL,
+        first_ts BIGINT NOT NULL,
+        last_ts BIGINT NOT NULL,
+        "first" DOUBLE,
+        "last" DOUBLE,
+        "min" DOUBLE,
+        "max" DOUBLE,
+        "sum" DOUBLE,
+        i_first BIGINT,
+        i_last BIGINT,
+        i_min BIGINT,
+        i_max BIGINT,
+        i_sum HUGEINT,
+        "count" BIGINT NOT NULL,
+        PRIMARY KEY (signal_id, minute)
+    )""",
+    """CREATE TABLE IF NOT EXISTS latest (
+        signal_id INTEGER PRIMARY KEY,
+        ts BIGINT NOT NULL,
+        quality UTINYINT NOT NULL,
+        v_float DOUBLE,
+        v_int BIGINT,
+        v_bool BOOLEAN,
+        v_str VARCHAR
+    )""",
+    """CREATE TABLE IF NOT EXISTS events (
+        event_id VARCHAR PRIMARY KEY,
+        kind VARCHAR NOT NULL,
+        asset VARCHAR NOT NULL,
+        signal VARCHAR,
+        ts TIMESTAMPTZ NOT NULL,
+        end_ts TIMESTAMPTZ,
+        code VARCHAR,
+        severity SMALLINT,
+        message VARCHAR,
+        data VARCHAR
+    )""",
+    """CREATE TABLE IF NOT EXISTS dead_letters (
+        received_at TIMESTAMPTZ NOT NULL,
+        source VARCHAR NOT NULL,
+        location VARCHAR,
+        reason VARCHAR NOT NULL,
+        payload BLOB
+    )""",
+)
+
+_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {1: _DDL_V1}
+"""Statements that bring the schema from version ``n - 1`` to ``n``."""
+
+# ---------------------------------------------------------------------------------------
+# append
+
+# floor(x / 1 minute) * 1 minute, correct for negative x too (DuckDB's // truncates).
+_FLOOR_MINUTE: Final = f"(ts - ((ts % {_MINUTE}) + {_MINUTE}) % {_MINUTE})"
+
+_INSERT_SAMPLES: Final = (
+    "INSERT INTO samples SELECT signal_id, ts, quality, v_float, v_int, v_bool, v_str FROM _batch"
+)
+
+# The batch's own per-minute aggregates, merged into rollup_1m. Two variants, so that a
+# batch of float signals (the common case) does not pay for the integer aggregates.
+_ROLLUP_AGG: Final[dict[str, str]] = {
+    "float": """arg_min(v, ts), arg_max(v, ts), min(v), max(v), sum(v),
+       NULL, NULL, NULL, NULL, NULL""",
+    "int": """NULL, NULL, NULL, NULL, NULL,
+       arg_min(v, ts), arg_max(v, ts), min(v), max(v), sum(v)::HUGEINT""",
+}
+_ROLLUP_VALUE: Final[dict[str, str]] = {
+    "float": "v_float",
+    "int": "coalesce(v_int, v_bool::BIGINT)",
+}
+_ROLLUP_WHERE: Final[dict[str, str]] = {
+    "float": "v_float IS NOT NULL",
+    "int": "(v_int IS NOT NULL OR v_bool IS NOT NULL)",
+}
+
+_MERGE_ROLLUP: Final = f"""
+INSERT INTO rollup_1m
+SELECT signal_id, minute, min(ts), max(ts), {{agg}}, count(*)
+FROM (
+    SELECT signal_id, ts, {_FLOOR_MINUTE} AS minute, {{value}} AS v
+    FROM _batch
+    WHERE quality >= 64 AND {{where}}
+)
+GROUP BY signal_id, minute
+ON CONFLICT (signal_id, minute) DO UPDATE SET
+    first_ts = least(rollup_1m.first_ts, excluded.first_ts),
+    last_ts = greatest(rollup_1m.last_ts, excluded.last_ts),
+    "first" = CASE WHEN excluded.first_ts < rollup_1m.first_ts
+                   THEN excluded."first" ELSE rollup_1m."first" END,
+    "last" = CASE WHEN excluded.last_ts >= rollup_1m.last_ts
+                  THEN excluded."last" ELSE rollup_1m."last" END,
+    "min" = least(rollup_1m."min", excluded."min"),
+    "max" = greatest(rollup_1m."max", excluded."max"),
+    "sum" = rollup_1m."sum" + excluded."sum",
+    i_first = CASE WHEN excluded.first_ts < rollup_1m.first_ts
+                   THEN excluded.i_first ELSE rollup_1m.i_first END,
+    i_last = CASE WHEN excluded.last_ts >= rollup_1m.last_ts
+                  THEN excluded.i_last ELSE rollup_1m.i_last END,
+    i_min = least(rollup_1m.i_min, excluded.i_min),
+    i_max = greatest(rollup_1m.i_max, excluded.i_max),
+    i_sum = rollup_1m.i_sum + excluded.i_sum,
+    "count" = rollup_1m."count" + excluded."count"
+"""
+
+
+def merge_rollup_sql(kind: str) -> str:
+    """The rollup merge for the ``float`` or ``int`` (int and bool) value columns."""
+    return _MERGE_ROLLUP.format(
+        agg=_ROLLUP_AGG[kind], value=_ROLLUP_VALUE[kind], where=_ROLLUP_WHERE[kind]
+    )
+
+
+# Row number of the newest sample of each signal in the batch (an integer arg_max is much
+# cheaper than carrying every column through the aggregate).
+_NEWEST_ROWS: Final = "SELECT arg_max(_row, ts) FROM _batch GROUP BY signal_id"
+
+_MERGE_LATEST: Final = """
+INSERT INTO latest SELECT * FROM _newest
+ON CONFLICT (signal_id) DO UPDATE SET
+    ts = excluded.ts, quality = excluded.quality, v_float = excluded.v_float,
+    v_int = excluded.v_int, v_bool = excluded.v_bool, v_str = excluded.v_str
+WHERE excluded.ts >= latest.ts
+"""
+
+# ---------------------------------------------------------------------------------------
+# downsample
+#
+# Parameters: $sid, $s, $e (range, µs), $b (bucket width, µs), $o (origin: a multiple of
+# $b at or before $s, so every difference below is non-negative and DuckDB's truncating
+# integer division is a floor). Bucket k starts at $o + k * $b, aligned to the epoch.
+
+_RAW_PART: Final = """
+SELECT (ts - $o) // $b AS k,
+       min(ts) AS first_ts, arg_min(v, ts) AS "first",
+       max(ts) AS last_ts, arg_max(v, ts) AS "last",
+       min(v) AS mn, max(v) AS mx, sum(v) AS sm, count(*) AS n
+FROM (
+    SELECT ts, {value} AS v FROM samples
+    WHERE signal_id = $sid AND ts >= $s AND ts < $e AND quality >= 64
+      AND {value} IS NOT NULL {edge_filter}
+)
+GROUP BY k
+"""
+
+# Rows the rollups cannot answer: the partial minutes at either end of the range, and the
+# minutes that contain a bucket boundary. The cheap first test keeps the rows within one
+# minute of a boundary b (one modulo per row); the exact second test, evaluated only on
+# those, keeps the rows whose minute is b's minute when b is not minute-aligned.
+_EDGES: Final = f"""AND (ts < $s_full OR ts >= $e_full OR (
+        (ts - $o + {_MINUTE}) % $b < {2 * _MINUTE}
+        AND (ts - ((ts % {_MINUTE}) + {_MINUTE}) % {_MINUTE})
+            = (ts - ((ts - $o + {_MINUTE}) % $b - {_MINUTE}))
+              - (((ts - ((ts - $o + {_MINUTE}) % $b - {_MINUTE})) % {_MINUTE}) + {_MINUTE})
+                % {_MINUTE}
+        AND ((ts - ((ts - $o + {_MINUTE}) % $b - {_MINUTE})) % {_MINUTE}) <> 0))"""
+
+# Bucket widths that are whole minutes have no straddling minutes: only the range edges.
+_EDGES_ALIGNED: Final = "AND (ts < $s_full OR ts >= $e_full)"
+
+_ROLLUP_PART: Final = f"""
+SELECT (minute - $o) // $b AS k,
+       min(first_ts) AS first_ts, arg_min({{first}}, first_ts) AS "first",
+       max(last_ts) AS last_ts, arg_max({{last}}, last_ts) AS "last",
+       min({{min}}) AS mn, max({{max}}) AS mx, sum({{sum}}) AS sm, sum("count") AS n
+FROM rollup_1m
+WHERE signal_id = $sid AND minute >= $s_full AND minute < $e_full
+  AND (minute - $o) // $b = (minute + {_MINUTE - 1} - $o) // $b
+GROUP BY k
+"""
+
+_COMBINE: Final = """
+SELECT ($o + k * $b) AS bucket,
+       arg_min("first", first_ts) AS "first", arg_max("last", last_ts) AS "last",
+       min(mn) AS "min", max(mx) AS "max", sum(sm)::DOUBLE / sum(n) AS "avg",
+       sum(n)::BIGINT AS "count"
+FROM ({parts})
+GROUP BY k
+ORDER BY k
+"""
+
+_RAW_ONLY: Final = """
+SELECT ($o + k * $b) AS bucket, "first", "last", mn AS "min", mx AS "max",
+       sm::DOUBLE / n AS "avg", n::BIGINT AS "count"
+FROM ({raw})
+ORDER BY k
+"""
+
+_DOWNSAMPLE_VALUE: Final[dict[str, str]] = {
+    "float": "v_float",
+    "int": "v_int",
+    "bool": "v_bool::BIGINT",
+}
+
+_ROLLUP_COLUMNS: Final[dict[str, dict[str, str]]] = {
+    "float": {"first": '"first"', "last": '"last"', "min": '"min"', "max": '"max"', "sum": '"sum"'},
+    "int": {"first": "i_first", "last": "i_last", "min": "i_min", "max": "i_max", "sum": "i_sum"},
+}
+_ROLLUP_COLUMNS["bool"] = _ROLLUP_COLUMNS["int"]
+
+
+def _floor(x: int, step: int) -> int:
+    return (x // step) * step
+
+
+def _ceil(x: int, step: int) -> int:
+    return -((-x) // step) * step
+
+
+def downsample_sql(data_type: str, *, use_rollups: bool, aligned: bool) -> str:
+    """The downsample query for a numeric ``data_type`` (named parameters, see above).
+
+    ``use_rollups`` combines ``rollup_1m`` with the raw rows of partial minutes; ``aligned``
+    says the bucket width is a whole number of minutes (no minute straddles a boundary).
+    """
+    value = _DOWNSAMPLE_VALUE[data_type]
+    if not use_rollups:
+        raw = _RAW_PART.format(value=value, edge_filter="")
+        return _RAW_ONLY.format(raw=raw)
+    raw = _RAW_PART.format(value=value, edge_filter=_EDGES_ALIGNED if aligned else _EDGES)
+    rollup = _ROLLUP_PART.format(**_ROLLUP_COLUMNS[data_type])
+    return _COMBINE.format(parts=f"{raw} UNION ALL {rollup}")
+
+
+def _as_ts(column: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray | pa.Array:
+    """int64 microseconds → :data:`TS_TYPE` (a zero-copy cast)."""
+    return column.cast(pa.int64()).cast(TS_TYPE)
+
+
+class DuckDBHistorian(Historian):
+    """The :class:`~shopfloor.historian.base.Historian` on one DuckDB file (or in memory).
+
+    ``path`` is a file path or ``":memory:"``; ``threads`` defaults to the CPU count.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, threads: int | None = None) -> None:
+        self.path = str(path)
+        self.threads = threads or os.cpu_count() or 1
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._by_id: dict[int, tuple[str, str]] = {}
+        self._by_path: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        return f"DuckDBHistorian({self.path!r})"
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    async def _run(self, what: str, fn: Callable[[duckdb.DuckDBPyConnection], _T]) -> _T:
+        """Run ``fn(connection)`` in the worker thread; DuckDB errors become HistorianError."""
+        if self._con is None or self._executor is None:
+            raise HistorianError(f"historian {self.path} is not open")
+        con = self._con
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn, con)
+        except duckdb.Error as exc:
+            raise HistorianError(f"{what} failed on {self.path}: {exc}") from exc
+
+    @staticmethod
+    def _transaction(con: duckdb.DuckDBPyConnection, fn: Callable[[], _T]) -> _T:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            result = fn()
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+        return result
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open (or create) the database file and create or migrate the schema."""
+        if self._con is not None:
+            return
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="duckdb-historian")
+        loop = asyncio.get_running_loop()
+        try:
+            con = await loop.run_in_executor(executor, self._connect)
+        except duckdb.Error as exc:
+            executor.shutdown(wait=False)
+            raise HistorianError(f"cannot open historian {self.path}: {exc}") from exc
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        self._con, self._executor = con, executor
+        await self._run("loading the signal catalog", self._load_catalog)
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect(self.path, config={"threads": self.threads})
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            self._migrate(con)
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    @staticmethod
+    def _migrate(con: duckdb.DuckDBPyConnection) -> None:
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version "
+            "(version INTEGER NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        row = con.execute("SELECT max(version) FROM schema_version").fetchone()
+        current = int(row[0]) if row and row[0] is not None else 0
+        if current > SCHEMA_VERSION:
+            raise HistorianError(
+                f"the historian file has schema version {current}; this shopfloor reads "
+                f"up to {SCHEMA_VERSION}"
+            )
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for stmt in _MIGRATIONS[version]:
+                    con.execute(stmt)
+                con.execute("INSERT INTO schema_version (version) VALUES (?)", [version])
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
+    def _load_catalog(self, con: duckdb.DuckDBPyConnection) -> None:
+        rows = con.execute("SELECT signal_id, path, data_type FROM signals").fetchall()
+        self._by_id = {int(sid): (str(p), str(t)) for sid, p, t in rows}
+        self._by_path = {p: sid for sid, (p, _) in self._by_id.items()}
+
+    async def close(self) -> None:
+        """Checkpoint and close the file; the historian can be opened again."""
+        con, executor = self._con, self._executor
+        self._con = self._executor = None
+        if con is None or executor is None:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(executor, con.close)
+        except duckdb.Error as exc:
+            raise HistorianError(f"closing historian {self.path} failed: {exc}") from exc
+        finally:
+            executor.shutdown(wait=True)
+
+    # -- catalog ----------------------------------------------------------------------
+
+    async def register_signals(self, signals: Sequence[SignalInfo]) -> dict[str, int]:
+        """Add signals to the catalog (idempotent); return ``path -> signal_id``."""
+        for s in signals:
+            if s.data_type not in _DATA_TYPES:
+                raise HistorianError(f"signal {s.path}: unknown data type {s.data_type!r}")
+        wanted = {s.path: s for s in signals}
+
+        def work(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+            def tx() -> dict[str, int]:
+                self._load_catalog(con)
+                clashes = [
+                    f"{p} is {self._by_id[self._by_path[p]][1]}, not {s.data_type}"
+                    for p, s in wanted.items()
+                    if p in self._by_path and self._by_id[self._by_path[p]][1] != s.data_type
+                ]
+                if clashes:
+                    raise HistorianError(
+                        "signal(s) registered with another data type: " + "; ".join(clashes)
+                    )
+                new = [s for p, s in wanted.items() if p not in self._by_path]
+                if new:
+                    con.executemany(
+                        "INSERT INTO signals (path, data_type, unit, kind) VALUES (?, ?, ?, ?)",
+                        [(s.path, s.data_type, s.unit, s.kind) for s in new],
+                    )
+                    self._load_catalog(con)
+                return {p: self._by_path[p] for p in wanted}
+
+            return self._transaction(con, tx)
+
+        return await self._run("registering signals", work)
+
+    async def signals(self) -> pa.Table:
+        """The catalog: ``signal_id, path, data_type, unit, kind``, ordered by id."""
+        return await self._run(
+            "reading the catalog",
+            lambda con: con.sql(
+                "SELECT signal_id, path, data_type, unit, kind FROM signals ORDER BY signal_id"
+            ).to_arrow_table(),
+        )
+
+    def _resolve(self, signal: str | int) -> tuple[int, str, str]:
+        """``(signal_id, path, data_type)`` of a signal given by path or id."""
+        if isinstance(signal, str):
+            sid = self._by_path.get(signal)
+            if sid is None:
+                raise UnknownSignalError(f"unknown signal {signal!r}")
+        else:
+            sid = int(signal)
+            if sid not in self._by_id:
+                raise UnknownSignalError(f"unknown signal id {sid}")
+        path, data_type = self._by_id[sid]
+        return sid, path, data_type
+
+    # -- samples ----------------------------------------------------------------------
+
+    def _validate(self, table: pa.Table) -> None:
+        """Every signal_id is in the catalog and every value sits in its type's column."""
+        sid = table.column("signal_id")
+        unknown = [int(i) for i in pc.unique(sid).to_pylist() if int(i) not in self._by_id]
+        if unknown:
+            shown = ", ".join(str(i) for i in sorted(unknown)[:20])
+            raise HistorianError(f"batch has {len(unknown)} unknown signal id(s): {shown}")
+        problems: list[str] = []
+        for column in ("v_float", "v_int", "v_bool", "v_str"):
+            values = table.column(column)
+            if values.null_count == len(values):
+                continue
+            ids = pc.unique(pc.filter(sid, pc.is_valid(values))).to_pylist()
+            for i in sorted(int(x) for x in ids):
+                path, data_type = self._by_id[i]
+                if _VALUE_COLUMN[data_type] != column:
+                    problems.append(
+                        f"{path} (id {i}) is {data_type} but the batch has values in {column}"
+                    )
+        if problems:
+            raise HistorianError("type mismatch: " + "; ".join(problems))
+
+    async def append(self, batch: ReadingBatch) -> int:
+        """Store a batch, merge its rollups and latest values in one transaction."""
+        table = batch.table
+        n = int(table.num_rows)
+        if n == 0:
+            return 0
+        prepared = table.set_column(1, "ts", table.column("ts").cast(pa.int64()))
+        prepared = prepared.append_column("_row", pa.array(np.arange(n, dtype=np.int64)))
+        rollups = [
+            kind
+            for kind, columns in (("float", ("v_float",)), ("int", ("v_int", "v_bool")))
+            if any(table.column(c).null_count < n for c in columns)
+        ]
+
+        def work(con: duckdb.DuckDBPyConnection) -> int:
+            self._validate(table)
+            con.register("_batch", prepared)
+            try:
+                rows = con.sql(_NEWEST_ROWS).fetchnumpy()
+                newest = prepared.take(next(iter(rows.values()))).drop_columns(["_row"])
+                con.register("_newest", newest)
+
+                def tx() -> None:
+                    con.execute(_INSERT_SAMPLES)
+                    for kind in rollups:
+                        con.execute(merge_rollup_sql(kind))
+                    con.execute(_MERGE_LATEST)
+
+                self._transaction(con, tx)
+            finally:
+                con.unregister("_batch")
+                con.unregister("_newest")
+            return n
+
+        return await self._run("append", work)
+
+    async def read_raw(
+        self,
+        signal: str | int,
+        start: datetime,
+        end: datetime,
+        *,
+        limit: int | None = None,
+    ) -> pa.Table:
+        """Samples of one signal with ``start <= ts < end`` in time order."""
+        sid, _, data_type = self._resolve(signal)
+        column = _VALUE_COLUMN[data_type]
+        s, e = to_us(start), to_us(end)
+        sql = (
+            f"SELECT ts, quality, {column} AS value FROM samples "
+            "WHERE signal_id = $sid AND ts >= $s AND ts < $e ORDER BY ts"
+        )
+        params: dict[str, Any] = {"sid": sid, "s": s, "e": e}
+        if limit is not None:
+            sql += " LIMIT $limit"
+            params["limit"] = max(0, int(limit))
+
+        def work(con: duckdb.DuckDBPyConnection) -> pa.Table:
+            t = con.sql(sql, params=params).to_arrow_table()
+            return pa.table(
+                {
+                    "ts": _as_ts(t.column("ts")),
+                    "quality": t.column("quality").cast(pa.uint8()),
+                    "value": t.column("value").cast(_VALUE_TYPE[data_type]),
+                }
+            )
+
+        return await self._run("read_raw", work)
+
+    async def downsample(
+        self,
+        signal: str | int,
+        start: datetime,
+        end: datetime,
+        bucket: timedelta,
+    ) -> pa.Table:
+        """Aggregate a numeric signal into epoch-aligned buckets (rollups + partial minutes).
+
+        Minutes wholly inside one bucket and inside ``[start, end)`` come from
+        ``rollup_1m``; only the rows of minutes that straddle a bucket boundary or a range
+        edge are read raw. Buckets narrower than two minutes are computed from raw rows.
+        """
+        return await self._downsample(signal, start, end, bucket, use_rollups=True)
+
+    async def downsample_raw(
+        self, signal: str | int, start: datetime, end: datetime, bucket: timedelta
+    ) -> pa.Table:
+        """:meth:`downsample` computed from raw samples only (reference and benchmark)."""
+        return await self._downsample(signal, start, end, bucket, use_rollups=False)
+
+    async def _downsample(
+        self,
+        signal: str | int,
+        start: datetime,
+        end: datetime,
+        bucket: timedelta,
+        *,
+        use_rollups: bool,
+    ) -> pa.Table:
+        sid, path, data_type = self._resolve(signal)
+        if data_type not in _DOWNSAMPLE_VALUE:
+            raise HistorianError(f"cannot downsample {path}: it is a {data_type} signal")
+        b = bucket // timedelta(microseconds=1)
+        if b <= 0:
+            raise HistorianError(f"bucket width must be positive, got {bucket}")
+        s, e = to_us(start), to_us(end)
+        out_type = pa.int64() if data_type == "int" else pa.float64()
+        if e <= s:
+            return _empty_downsample(out_type)
+        use_rollups = use_rollups and b >= 2 * _MINUTE
+        params: dict[str, Any] = {"sid": sid, "s": s, "e": e, "b": b, "o": _floor(s, b)}
+        if use_rollups:
+            params["s_full"] = _ceil(s, _MINUTE)
+            params["e_full"] = _floor(e, _MINUTE)
+        sql = downsample_sql(data_type, use_rollups=use_rollups, aligned=b % _MINUTE == 0)
+
+        def work(con: duckdb.DuckDBPyConnection) -> pa.Table:
+            t = con.sql(sql, params=params).to_arrow_table()
+            return pa.table(
+                {
+                    "bucket": _as_ts(t.column("bucket")),
+                    "first": t.column("first").cast(out_type),
+                    "last": t.column("last").cast(out_type),
+                    "min": t.column("min").cast(out_type),
+                    "max": t.column("max").cast(out_type),
+                    "avg": t.column("avg").cast(pa.float64()),
+                    "count": t.column("count").cast(pa.int64()),
+                }
+            )
+
+        return await self._run("downsample", work)
+
+    async def latest(self, signals: Sequence[str | int] | None = None) -> pa.Table:
+        """The newest sample of each signal (all signals with samples when ``None``)."""
+        ids = None if signals is None else [self._resolve(s)[0] for s in signals]
+        sql = (
+            "SELECT l.signal_id, s.path, l.ts, l.quality, l.v_float, l.v_int, l.v_bool, "
+            "l.v_str FROM latest l JOIN signals s USING (signal_id)"
+        )
+        params: dict[str, Any] = {}
+        if ids is not None:
+            sql += " WHERE list_contains($ids, l.signal_id)"
+            params["ids"] = ids
+        sql += " ORDER BY l.signal_id"
+
+        def work(con: duckdb.DuckDBPyConnection) -> pa.Table:
+            t = con.sql(sql, params=params).to_arrow_table()
+            return t.set_column(2, "ts", _as_ts(t.column("ts"))).set_column(
+                3, "quality", t.column("quality").cast(pa.uint8())
+            )
+
+        return await self._run("latest", work)
+
+    # -- events and dead letters ------------------------------------------------------
+
+    async def append_events(self, events: pa.Table) -> int:
+        """Store events; an existing ``event_id`` is replaced (the last one in a batch wins)."""
+        table = _conform(events, EVENT_SCHEMA, "events")
+        if table.num_rows == 0:
+            return 0
+        table = table.append_column("_pos", pa.array(range(table.num_rows), pa.int64()))
+        names = ", ".join(f'"{f.name}"' for f in EVENT_SCHEMA)
+
+        def work(con: duckdb.DuckDBPyConnection) -> int:
+            con.register("_events", table)
+            try:
+                self._transaction(
+                    con,
+                    lambda: con.execute(
+                        f"INSERT OR REPLACE INTO events SELECT {names} FROM _events "
+                        "QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY _pos DESC) = 1"
+                    ),
+                )
+            finally:
+                con.unregister("_events")
+            return int(table.num_rows)
+
+        return await self._run("append_events", work)
+
+    async def read_events(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        asset_prefix: str | None = None,
+        kinds: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> pa.Table:
+        """Events overlapping ``[start, end)``, oldest first.
+
+        An event overlaps when it starts before ``end`` and is open, ends after ``start``,
+        or starts inside the range. ``asset_prefix`` matches whole path segments.
+        """
+        sql = (
+            "SELECT * FROM events WHERE ts < $end "
+            "AND (ts >= $start OR end_ts IS NULL OR end_ts > $start)"
+        )
+        params: dict[str, Any] = {"start": start, "end": end}
+        if asset_prefix is not None:
+            prefix = asset_prefix.rstrip("/")
+            sql += " AND (asset = $prefix OR starts_with(asset, $prefix_slash))"
+            params["prefix"] = prefix
+            params["prefix_slash"] = prefix + "/"
+        if kinds is not None:
+            sql += " AND list_contains($kinds, kind)"
+            params["kinds"] = list(kinds)
+        sql += " ORDER BY ts, event_id"
+        if limit is not None:
+            sql += " LIMIT $limit"
+            params["limit"] = max(0, int(limit))
+        return await self._run(
+            "read_events",
+            lambda con: con.sql(sql, params=params).to_arrow_table().cast(EVENT_SCHEMA),
+        )
+
+    async def append_dead_letters(self, letters: pa.Table) -> int:
+        """Store dead letters (:data:`DEAD_LETTER_SCHEMA`)."""
+        table = _conform(letters, DEAD_LETTER_SCHEMA, "dead letters")
+        if table.num_rows == 0:
+            return 0
+
+        def work(con: duckdb.DuckDBPyConnection) -> int:
+            con.register("_letters", table)
+            try:
+                con.execute("INSERT INTO dead_letters SELECT * FROM _letters")
+            finally:
+                con.unregister("_letters")
+            return int(table.num_rows)
+
+        return await self._run("append_dead_letters", work)
+
+    async def read_dead_letters(
+        self, since: datetime | None = None, *, limit: int | None = None
+    ) -> pa.Table:
+        """Dead letters received at or after ``since``, newest first."""
+        sql = "SELECT * FROM dead_letters"
+        params: dict[str, Any] = {}
+        if since is not None:
+            sql += " WHERE received_at >= $since"
+            params["since"] = since
+        sql += " ORDER BY received_at DESC"
+        if limit is not None:
+            sql += " LIMIT $limit"
+            params["limit"] = max(0, int(limit))
+        return await self._run(
+            "read_dead_letters",
+            lambda con: con.sql(sql, params=params).to_arrow_table().cast(DEAD_LETTER_SCHEMA),
+        )
+
+    # -- retention --------------------------------------------------------------------
+
+    async def apply_retention(self, older_than: datetime) -> RetentionResult:
+        """Delete data older than ``older_than``.
+
+        Samples and rollups are cut at the minute that contains ``older_than`` (floor), so
+        every remaining rollup still summarises exactly the remaining samples; events are
+        deleted when they ended before the cut, dead letters when received before it.
+        """
+        cut = _floor(to_us(older_than), _MINUTE)
+
+        def work(con: duckdb.DuckDBPyConnection) -> RetentionResult:
+            def count(sql: str, param: Any) -> int:
+                row = con.execute(sql, [param]).fetchone()
+                return int(row[0]) if row else 0
+
+            def tx() -> RetentionResult:
+                samples = count("DELETE FROM samples WHERE ts < ?", cut)
+                rollups = count("DELETE FROM rollup_1m WHERE minute < ?", cut)
+                count("DELETE FROM latest WHERE ts < ?", cut)
+                events = count(
+                    "DELETE FROM events WHERE end_ts IS NOT NULL AND end_ts < ?", older_than
+                )
+                letters = count("DELETE FROM dead_letters WHERE received_at < ?", older_than)
+                return RetentionResult(samples, rollups, events, letters)
+
+            return self._transaction(con, tx)
+
+        return await self._run("apply_retention", work)
+
+    async def checkpoint(self) -> None:
+        """Write the write-ahead log into the database file."""
+        await self._run("checkpoint", lambda con: con.execute("CHECKPOINT"))
+
+
+def _empty_downsample(value_type: pa.DataType) -> pa.Table:
+    types = [TS_TYPE, value_type, value_type, value_type, value_type, pa.float64(), pa.int64()]
+    return pa.schema(list(zip(DOWNSAMPLE_COLUMNS, types, strict=True))).empty_table()
+
+
+def _conform(table: pa.Table, schema: pa.Schema, what: str) -> pa.Table:
+    """``table`` with ``schema``'s columns in order (missing nullable ones become null)."""
+    columns = []
+    for field in schema:
+        if field.name in table.column_names:
+            col = table.column(field.name)
+            try:
+                col = col.cast(field.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise HistorianError(
+                    f"{what}: column {field.name} has type {col.type}, expected {field.type}"
+                ) from exc
+        elif field.nullable:
+            col = pa.nulls(table.num_rows, field.type)
+        else:
+            raise HistorianError(f"{what}: missing column {field.name}")
+        if not field.nullable and col.null_count:
+            raise HistorianError(f"{what}: column {field.name} has {col.null_count} null(s)")
+        columns.append(col)
+    return pa.Table.from_arrays(columns, schema=schema)
