@@ -12,7 +12,7 @@ import asyncio
 import logging
 import re
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from shopfloor.connectors import Connector, PointSpec, TableSink, create_connector, protocols
 from shopfloor.edge.mapper import Mapper, Route
-from shopfloor.edge.pipeline import Pipeline
+from shopfloor.edge.pipeline import Observer, Pipeline
 from shopfloor.historian.base import Historian, SignalInfo
 from shopfloor.model import Factory
 
@@ -57,8 +57,14 @@ class Runtime:
         max_queue: int = 256,
         flush_interval: float = 0.25,
         endpoint_override: Mapping[str, str] | None = None,
+        observers: Sequence[Observer] = (),
+        event_observers: Sequence[TableSink] = (),
     ) -> None:
         self.factory = factory
+        self.observers = list(observers)
+        """Told every committed batch of readings (see :data:`~shopfloor.edge.Observer`)."""
+        self.event_observers = list(event_observers)
+        """Told every batch of events (:data:`~shopfloor.edge.events.EVENT_SCHEMA`) once stored."""
         self._endpoints = dict(endpoint_override or {})
         self.historian = historian
         self.connectors: list[Connector] = []
@@ -97,6 +103,7 @@ class Runtime:
             max_queue=self._max_queue,
             flush_interval=self._flush_interval,
             resolver=self._resolve,
+            observers=self.observers,
         )
         available = protocols()
         for name, conn in self.factory.connections.items():
@@ -146,6 +153,11 @@ class Runtime:
             events = events.set_column(idx, "asset", pa.array(assets, pa.string()))
             await self.historian.append_events(events)
             self.events_stored += events.num_rows
+            for observer in self.event_observers:
+                try:
+                    await observer(events)
+                except Exception:
+                    log.exception("event observer %r failed", observer)
 
         return sink
 

@@ -6,7 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from shopfloor.edge.batch import RawBatch, RawBatchBuilder
+from shopfloor.edge.batch import RawBatch, RawBatchBuilder, ReadingBatch
 from shopfloor.edge.mapper import Mapper, Route
 from shopfloor.edge.pipeline import Pipeline
 from shopfloor.historian import SignalInfo, open_historian
@@ -58,3 +58,26 @@ async def test_a_full_queue_holds_producers_back(tmp_path: Path) -> None:
         await pipe.close()
         await writer
         assert pipe.stats.values_stored == 4
+
+
+async def test_observers_see_each_commit_and_a_failing_one_stops_nothing(tmp_path: Path) -> None:
+    seen: list[int] = []
+
+    async def broken(batch: ReadingBatch) -> None:
+        raise RuntimeError("observer bug")
+
+    async def counting(batch: ReadingBatch) -> None:
+        seen.extend(batch.table.column("v_float").to_pylist())
+
+    async with open_historian(f"duckdb:{tmp_path / 'h.duckdb'}") as h:
+        ids = await h.register_signals([SignalInfo("a/b/temp", "float")])
+        mapper = Mapper({("plc", "t"): Route(ids["a/b/temp"], "float")})
+        pipe = Pipeline(h, mapper, flush_interval=0.05, observers=[broken, counting])
+        writer = asyncio.create_task(pipe.run())
+        for k in range(5):
+            await pipe.sink(_batch("t", k * 10, 10))
+        await pipe.sink(_batch("unknown", 0, 3))  # dead letters are not readings
+        await pipe.close()
+        await writer
+        assert sorted(seen) == [float(k) for k in range(50)]
+        assert pipe.stats.values_stored == 50

@@ -13,7 +13,7 @@ from shopfloor.edge.batch import (
 from shopfloor.edge.deadletter import DEAD_LETTER_SCHEMA, DeadLetterBuilder
 from shopfloor.edge.events import EVENT_SCHEMA
 from shopfloor.edge.mapper import Mapper, MapResult, Route
-from shopfloor.edge.pipeline import Pipeline, PipelineStats
+from shopfloor.edge.pipeline import Observer, Pipeline, PipelineStats
 
 __all__ = [
     "DEAD_LETTER_SCHEMA",
@@ -23,6 +23,7 @@ __all__ = [
     "DeadLetterBuilder",
     "MapResult",
     "Mapper",
+    "Observer",
     "Pipeline",
     "PipelineStats",
     "Quality",

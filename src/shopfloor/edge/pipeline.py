@@ -19,17 +19,21 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from shopfloor.edge.batch import RawBatch
+from shopfloor.edge.batch import RawBatch, ReadingBatch
 from shopfloor.edge.mapper import Mapper, Route
 
 if TYPE_CHECKING:  # the historian imports the edge's batch types
     from shopfloor.historian.base import Historian
 
-__all__ = ["Pipeline", "PipelineStats", "Resolver"]
+__all__ = ["Observer", "Pipeline", "PipelineStats", "Resolver"]
 
 Resolver = Callable[[list[tuple[str, str]]], Awaitable[Mapping[tuple[str, str], Route]]]
 """Turns unknown ``(source, address)`` keys into routes (signals created on the fly); keys it
 does not resolve become dead letters as usual."""
+
+Observer = Callable[[ReadingBatch], Awaitable[None]]
+"""Told every batch of readings right after the historian committed it (UNS republisher,
+alarm and anomaly engines). A failing observer is logged; it never stops the ingest."""
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +74,13 @@ class Pipeline:
         flush_rows: int = 100_000,
         flush_interval: float = 0.25,
         resolver: Resolver | None = None,
+        observers: list[Observer] | None = None,
     ) -> None:
         self.historian = historian
         self.mapper = mapper
         self.resolver = resolver
+        self.observers: list[Observer] = list(observers or [])
+        """Called in order with each committed :class:`ReadingBatch`; append to add one."""
         self.flush_rows = flush_rows
         self.flush_interval = flush_interval
         self.stats = PipelineStats()
@@ -140,6 +147,17 @@ class Pipeline:
         s.commits += 1
         s.lag_ms = (now - pending[0][0]) * 1000.0
         s._rate.append((now, s.values_stored))
+        if len(result.readings):
+            await self._notify(result.readings)
+
+    async def _notify(self, readings: ReadingBatch) -> None:
+        for observer in self.observers:
+            try:
+                await observer(readings)
+            except Exception:
+                log.exception(
+                    "observer %r failed on a batch of %d readings", observer, len(readings)
+                )
 
     async def close(self) -> None:
         """Stop accepting, then wait until everything accepted is in the historian.
