@@ -8,11 +8,13 @@ Every error a caller can handle derives from :class:`ShopfloorError`. Library er
 from __future__ import annotations
 
 __all__ = [
+    "AlarmError",
     "BatchError",
     "ConfigError",
     "ConnectionFailed",
     "ConnectorError",
     "HistorianError",
+    "NotificationError",
     "ShopfloorError",
     "UnknownSignalError",
 ]
@@ -44,3 +46,11 @@ class ConnectorError(ShopfloorError):
 
 class ConnectionFailed(ConnectorError):  # noqa: N818 - reads as an event, like TimeoutError's peers
     """A connector could not (re)connect to its device or server."""
+
+
+class AlarmError(ShopfloorError):
+    """An alarm operation is not possible: unknown alarm, nothing to acknowledge, bad shelving."""
+
+
+class NotificationError(ShopfloorError):
+    """An alarm notification could not be delivered (after its retries)."""

@@ -2,8 +2,9 @@
 
 :class:`Runtime` registers every signal of the factory in the historian, builds the mapper
 from the file's bindings, starts one connector per connection whose protocol is available
-and the pipeline's writer, all in one ``TaskGroup``. Leaving the context stops the
-connectors first and then flushes everything they delivered.
+and the pipeline's writer, all in one ``TaskGroup``; when the file has alarm rules, the
+alarm engine (:mod:`shopfloor.analytics.alarms`) observes the pipeline. Leaving the context
+stops the connectors first and then flushes everything they delivered.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import pyarrow as pa
 
@@ -23,6 +24,9 @@ from shopfloor.edge.mapper import Mapper, Route
 from shopfloor.edge.pipeline import Observer, Pipeline
 from shopfloor.historian.base import Historian, SignalInfo
 from shopfloor.model import Factory
+
+if TYPE_CHECKING:  # imported when a file has alarm rules
+    from shopfloor.analytics.alarms import AlarmEngine
 
 __all__ = ["Runtime", "signal_infos"]
 
@@ -59,8 +63,12 @@ class Runtime:
         endpoint_override: Mapping[str, str] | None = None,
         observers: Sequence[Observer] = (),
         event_observers: Sequence[TableSink] = (),
+        alarms: bool = True,
     ) -> None:
         self.factory = factory
+        self.alarms: AlarmEngine | None = None
+        """The alarm engine, running when the file has alarm rules (and ``alarms`` is true)."""
+        self._alarms_enabled = alarms
         self.observers = list(observers)
         """Told every committed batch of readings (see :data:`~shopfloor.edge.Observer`)."""
         self.event_observers = list(event_observers)
@@ -131,6 +139,13 @@ class Runtime:
                     event_sink=self._event_sink(name),
                 )
             )
+        if self._alarms_enabled and self.factory.document.alarms.rules:
+            from shopfloor.analytics.alarms import AlarmEngine
+
+            self.alarms = await AlarmEngine(
+                self.factory, self.historian, on_events=self._tell_event_observers
+            ).__aenter__()
+            self.pipeline.observers.append(self.alarms)
         self._group = asyncio.TaskGroup()
         await self._group.__aenter__()
         self._writer = self._group.create_task(self.pipeline.run(), name="pipeline-writer")
@@ -160,6 +175,14 @@ class Runtime:
                     log.exception("event observer %r failed", observer)
 
         return sink
+
+    async def _tell_event_observers(self, events: pa.Table) -> None:
+        """Pass events stored by an engine (alarms, anomalies) on to the event observers."""
+        for observer in self.event_observers:
+            try:
+                await observer(events)
+            except Exception:
+                log.exception("event observer %r failed", observer)
 
     async def _resolve(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Route]:
         """Create signals for unknown addresses of connections with ``auto_area``."""
@@ -202,4 +225,8 @@ class Runtime:
         await asyncio.gather(*self._connector_tasks, return_exceptions=True)
         # Connectors flush their last batch on cancellation; then the writer drains.
         await self.pipeline.close()
-        await self._group.__aexit__(exc_type, exc, tb)
+        try:
+            await self._group.__aexit__(exc_type, exc, tb)
+        finally:
+            if self.alarms is not None:  # after the last batch went through it
+                await self.alarms.__aexit__(exc_type, exc, tb)

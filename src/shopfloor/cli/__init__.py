@@ -46,7 +46,17 @@ def _register() -> None:
         return
     _registered = True
     # Imported here so that each group module can import `app` helpers without cycles.
-    from shopfloor.cli import _bench, _bench_opcua, _connect, _kpi, _model, _query, _sim, _up
+    from shopfloor.cli import (
+        _alarms,
+        _bench,
+        _bench_opcua,
+        _connect,
+        _kpi,
+        _model,
+        _query,
+        _sim,
+        _up,
+    )
 
     app.add_typer(_model.app, name="model")
     _bench_opcua.register(_bench.app)
@@ -56,6 +66,7 @@ def _register() -> None:
     _sim.register(app)
     _up.register(app)
     _kpi.register(app)
+    app.add_typer(_alarms.app, name="alarms")
 
 
 def main() -> None:

@@ -96,6 +96,12 @@ def _summary(rt: Runtime, db: str) -> None:
         f"[bold]stopped[/]: {st.values_stored:,} values stored in {db}, "
         f"{st.dead_letters:,} dead letters, nothing pending."
     )
+    if rt.alarms is not None:
+        active = rt.alarms.manager.active(include_shelved=True)
+        console.print(
+            f"alarms: {len(active)} not back to normal ({len(rt.alarms.instances)} defined); "
+            f"see: shopfloor alarms list --db {db}"
+        )
 
 
 def register(app: typer.Typer) -> None:

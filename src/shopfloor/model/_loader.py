@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from shopfloor.model._alarms import check_alarms
 from shopfloor.model._factory import Factory, ResolvedType, resolve_types
 from shopfloor.model._issues import FactoryFileError, ModelIssue, format_path
 from shopfloor.model._schema import (
@@ -524,7 +525,16 @@ def _check(ydoc: YamlDocument, filename: str) -> tuple[_Check, Any]:
         check.add(("enterprise",), "missing required key 'enterprise' (the asset tree)")
     else:
         tree = check.asset("enterprise", raw["enterprise"], ("enterprise",), None)
-    _Semantics(check, broken).run(units, types, connections, tree)
+    semantics = _Semantics(check, broken)
+    semantics.run(units, types, connections, tree)
+    if raw.get("alarms") is not None:
+        assets = [
+            (n.path, n.raw.get("type") if n.level == "equipment" else None)
+            for n in (_walk(tree) if tree is not None else ())
+            if n.path is not None
+        ]
+        unknown = broken | semantics.incomplete
+        check_alarms(check, raw["alarms"], semantics.resolved, unknown, assets)
     return check, raw
 
 

@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from shopfloor.model._alarms import AlarmSection
+
 __all__ = [
     "ID_PATTERN",
     "STANDARD_STATES",
@@ -289,3 +291,6 @@ class FactoryDocument(_Model):
     types: list[AssetType] = Field(default_factory=list)
     connections: list[Connection] = Field(default_factory=list)
     units: dict[str, UnitDef] = Field(default_factory=dict)
+    alarms: AlarmSection = Field(
+        default_factory=AlarmSection, description="Alarm rules and notification sinks."
+    )
