@@ -3,8 +3,9 @@
 :class:`Runtime` registers every signal of the factory in the historian, builds the mapper
 from the file's bindings, starts one connector per connection whose protocol is available
 and the pipeline's writer, all in one ``TaskGroup``; when the file has alarm rules, the
-alarm engine (:mod:`shopfloor.analytics.alarms`) observes the pipeline. Leaving the context
-stops the connectors first and then flushes everything they delivered.
+alarm engine (:mod:`shopfloor.analytics.alarms`) observes the pipeline, and so does the
+anomaly engine (:mod:`shopfloor.analytics.anomaly`) when it has an ``anomaly`` section.
+Leaving the context stops the connectors first and then flushes everything they delivered.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from shopfloor.edge.pipeline import Observer, Pipeline
 from shopfloor.historian.base import Historian, SignalInfo
 from shopfloor.model import Factory
 
-if TYPE_CHECKING:  # imported when a file has alarm rules
+if TYPE_CHECKING:  # imported when a file has alarm rules / anomaly detectors
     from shopfloor.analytics.alarms import AlarmEngine
+    from shopfloor.analytics.anomaly import AnomalyEngine
 
 __all__ = ["Runtime", "signal_infos"]
 
@@ -69,6 +71,8 @@ class Runtime:
         self.alarms: AlarmEngine | None = None
         """The alarm engine, running when the file has alarm rules (and ``alarms`` is true)."""
         self._alarms_enabled = alarms
+        self.anomaly: AnomalyEngine | None = None
+        """The anomaly engine, running when the file has an ``anomaly`` section."""
         self.observers = list(observers)
         """Told every committed batch of readings (see :data:`~shopfloor.edge.Observer`)."""
         self.event_observers = list(event_observers)
@@ -105,6 +109,13 @@ class Runtime:
             points[conn_name].append(PointSpec(addr, sig.data_type, dict(b.options)))
             devices = self._devices.setdefault(conn_name, {})
             devices.setdefault(addr.split("/", 1)[0], sig.asset_path)
+        if self.factory.document.anomaly:
+            from shopfloor.analytics.anomaly import AnomalyEngine
+
+            self.anomaly = AnomalyEngine.from_factory(
+                self.factory, self.historian, event_sink=self._tell_event_observers
+            )
+            self.observers.append(self.anomaly)
         self.pipeline = Pipeline(
             self.historian,
             Mapper(routes),

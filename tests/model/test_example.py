@@ -24,6 +24,8 @@ def test_public_surface() -> None:
         [
             "STANDARD_STATES",
             "UNITS",
+            "AnomalyParams",
+            "AnomalyRule",
             "AssetNode",
             "Binding",
             "Connection",
@@ -37,6 +39,7 @@ def test_public_surface() -> None:
             "load_factory",
             "parse_factory",
             "render_tree",
+            "select_anomaly_signals",
         ]
     )
     assert issubclass(FactoryFileError, ConfigError)

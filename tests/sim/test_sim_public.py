@@ -16,6 +16,7 @@ EXAMPLE = Path(__file__).parents[2] / "examples" / "acme-munich.yaml"
 def test_public_names() -> None:
     assert sorted(shopfloor.sim.__all__) == sorted(
         [
+            "FAULT_KINDS",
             "STATES",
             "TYPE_DEFAULTS",
             "AgvFleetSimulator",
@@ -34,6 +35,7 @@ def test_public_names() -> None:
             "FactorySimulation",
             "Shift",
             "ShiftCalendar",
+            "SignalFault",
             "SignalSpec",
             "SimulatorError",
             "StationSpec",

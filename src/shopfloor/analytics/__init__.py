@@ -9,6 +9,8 @@ and what the factory model declares (state maps, ideal cycle times, shift calend
 * :func:`planned_busy_time` — planned busy time from a site's shift calendar;
 * :func:`state_intervals`, :func:`counter_increments` — the pure building blocks;
 * :func:`record_downtime`, :func:`assign_reason`, :func:`downtime_pareto` — downtime events.
+* :class:`AnomalyEngine` (a pipeline observer) and :class:`AnomalyDetector` — online
+  anomaly detection on selected signals (robust rolling z-score), anomaly events.
 """
 
 from __future__ import annotations
@@ -16,6 +18,12 @@ from __future__ import annotations
 from shopfloor.analytics._calendar import planned_busy as planned_busy_time
 from shopfloor.analytics._counters import counter_increments
 from shopfloor.analytics._states import StateIntervals, state_intervals
+from shopfloor.analytics.anomaly import (
+    ANOMALY_KIND,
+    AnomalyDetector,
+    AnomalyEngine,
+    DetectorStats,
+)
 from shopfloor.analytics.downtime import (
     assign_reason,
     downtime_events,
@@ -38,11 +46,15 @@ from shopfloor.analytics.oee import (
 )
 
 __all__ = [
+    "ANOMALY_KIND",
     "DEFAULT_SMALL_STOP_S",
     "DEFAULT_STARTUP_WINDOW_S",
     "ISO22400_KPIS",
     "LOSSES",
     "OEE_KPIS",
+    "AnomalyDetector",
+    "AnomalyEngine",
+    "DetectorStats",
     "Grouping",
     "Kpi",
     "Loss",

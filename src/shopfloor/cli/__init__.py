@@ -49,6 +49,7 @@ def _register() -> None:
     from shopfloor.cli import (
         _alarms,
         _bench,
+        _bench_anomaly,
         _bench_opcua,
         _connect,
         _kpi,
@@ -60,6 +61,7 @@ def _register() -> None:
 
     app.add_typer(_model.app, name="model")
     _bench_opcua.register(_bench.app)
+    _bench_anomaly.register(_bench.app)
     app.add_typer(_bench.app, name="bench")
     _query.register(app)
     _connect.register(app)

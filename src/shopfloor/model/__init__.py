@@ -9,6 +9,7 @@ its file, line, column and key path.
 
 from __future__ import annotations
 
+from shopfloor.model._anomaly import AnomalyParams, AnomalyRule, select_anomaly_signals
 from shopfloor.model._factory import AssetNode, Binding, Factory, ResolvedSignal
 from shopfloor.model._issues import FactoryFileError, ModelIssue
 from shopfloor.model._jsonschema import factory_json_schema
@@ -20,6 +21,8 @@ from shopfloor.model._units import UNITS
 __all__ = [
     "STANDARD_STATES",
     "UNITS",
+    "AnomalyParams",
+    "AnomalyRule",
     "AssetNode",
     "Binding",
     "Connection",
@@ -33,4 +36,5 @@ __all__ = [
     "load_factory",
     "parse_factory",
     "render_tree",
+    "select_anomaly_signals",
 ]

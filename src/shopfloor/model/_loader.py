@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from shopfloor.model._alarms import check_alarms
+from shopfloor.model._anomaly import AnomalyRule, check_anomaly
 from shopfloor.model._factory import Factory, ResolvedType, resolve_types
 from shopfloor.model._issues import FactoryFileError, ModelIssue, format_path
 from shopfloor.model._schema import (
@@ -527,6 +528,17 @@ def _check(ydoc: YamlDocument, filename: str) -> tuple[_Check, Any]:
         tree = check.asset("enterprise", raw["enterprise"], ("enterprise",), None)
     semantics = _Semantics(check, broken)
     semantics.run(units, types, connections, tree)
+    anomaly = [
+        (path, rule)
+        for path, item in check.items(raw, "anomaly")
+        if (rule := check.validate(AnomalyRule, item, path)[0]) is not None
+    ]
+    equipment = [
+        (n.path, n.model.type)
+        for n in (_walk(tree) if tree is not None else ())
+        if n.level == "equipment" and n.path is not None and n.model is not None
+    ]
+    check_anomaly(check.add, anomaly, semantics.resolved, broken | semantics.incomplete, equipment)
     if raw.get("alarms") is not None:
         assets = [
             (n.path, n.raw.get("type") if n.level == "equipment" else None)

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from shopfloor.model._alarms import AlarmSection
+from shopfloor.model._anomaly import AnomalyRule
 
 __all__ = [
     "ID_PATTERN",
@@ -291,6 +292,9 @@ class FactoryDocument(_Model):
     types: list[AssetType] = Field(default_factory=list)
     connections: list[Connection] = Field(default_factory=list)
     units: dict[str, UnitDef] = Field(default_factory=dict)
+    anomaly: list[AnomalyRule] = Field(
+        default_factory=list, description="Online anomaly detectors on selected signals."
+    )
     alarms: AlarmSection = Field(
         default_factory=AlarmSection, description="Alarm rules and notification sinks."
     )

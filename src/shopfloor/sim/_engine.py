@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from shopfloor.sim._calendar import BREAK, OFF, WORK, ShiftCalendar
+from shopfloor.sim._faults import FAULT_KINDS, FaultInjector, FaultKind, SignalFault
 from shopfloor.sim._spec import STATES, SignalSpec, StationSpec
 
 if TYPE_CHECKING:
@@ -150,6 +151,8 @@ class FactorySimulation:
         self._noise = np.random.Generator(np.random.PCG64(meas_seed))
         self._build_stations()
         self._build_signals()
+        # sensor faults draw from a generator of their own: other values stay the same
+        self._faults = FaultInjector(np.random.Generator(np.random.PCG64(seq.spawn(1)[0])))
 
     @classmethod
     def from_factory(
@@ -538,6 +541,8 @@ class FactorySimulation:
         target = np.where((s == PLANNED_STOP) | (s == UNPLANNED_STOP), lag.stop, target)
         lag.x += (target - lag.x) * lag.alpha
         lag.out = np.maximum(lag.x + lag.sd * self._noise.standard_normal(lag.x.size), lag.floor)
+        if self._faults.pending or self._faults.active:
+            self._faults.apply(self.elapsed_s, lag.out)
 
     # ------------------------------------------------------------------ commands
     def _station(self, path: str) -> int:
@@ -552,6 +557,57 @@ class FactorySimulation:
             raise ValueError("duration_s must not be negative")
         i = self._station(path)
         self._fault_left[i] = max(self._fault_left[i], float(duration_s))
+
+    def _lag_of(self, path: str) -> int:
+        k = self._sig_index.get(path)
+        if k is None:
+            raise KeyError(f"no simulated signal {path!r}")
+        if self._profile[k] != _P_LAG:
+            raise ValueError(f"{path} is not a simulated measurement; faults need one")
+        return int(np.flatnonzero(self._lag.sig == k)[0])
+
+    def measurement_signals(self) -> list[str]:
+        """Paths of the measurement signals (first-order lags) sensor faults can corrupt."""
+        return [self.signals[int(k)].path for k in self._lag.sig]
+
+    def noise_sd(self, path: str) -> float:
+        """Standard deviation of the noise on measurement ``path`` (in its unit)."""
+        return float(self._lag.sd[self._lag_of(path)])
+
+    def inject_signal_fault(
+        self,
+        path: str,
+        kind: FaultKind,
+        start_s: float,
+        duration_s: float,
+        magnitude: float = 0.0,
+    ) -> SignalFault:
+        """Corrupt measurement ``path`` from ``start_s`` simulated seconds after ``start``
+        for ``duration_s`` seconds (see :mod:`shopfloor.sim._faults` for the kinds).
+
+        Returns the fault as recorded in :meth:`signal_faults`, the ground truth: the
+        samples stamped in ``[fault.start, fault.end)`` are the corrupted ones.
+        """
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r} (known: {', '.join(FAULT_KINDS)})")
+        if duration_s <= 0 or not math.isfinite(duration_s):
+            raise ValueError("duration_s must be positive and finite")
+        if start_s < 0 or not math.isfinite(start_s):
+            raise ValueError("start_s must not be negative")
+        j = self._lag_of(path)
+        fault = SignalFault(
+            signal=path,
+            kind=kind,
+            start=self.start + timedelta(seconds=start_s),
+            end=self.start + timedelta(seconds=start_s + duration_s),
+            magnitude=float(magnitude),
+        )
+        self._faults.add(j, fault, float(start_s), float(start_s + duration_s))
+        return fault
+
+    def signal_faults(self) -> list[SignalFault]:
+        """Every sensor fault injected so far, in the order of injection (the ground truth)."""
+        return list(self._faults.log)
 
     def set_setpoint(self, path: str, value: float) -> None:
         """Change a setpoint signal; a measurement it drives follows while running."""
