@@ -7,13 +7,18 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from shopfloor.bus import DEFAULT_PREFIX, UnsPublisher
+from shopfloor.errors import ConfigError, ShopfloorError
 from shopfloor.historian import Historian, open_historian
 from shopfloor.model import Factory, FactoryFileError, load_factory
 from shopfloor.runtime import Runtime
@@ -23,7 +28,12 @@ __all__ = ["register"]
 console = Console(stderr=True)
 
 
-def _status(rt: Runtime, started: float, extra: Callable[[], Table] | None = None) -> Group:
+def _status(
+    rt: Runtime,
+    started: float,
+    extra: Callable[[], Table] | None = None,
+    uns: UnsPublisher | None = None,
+) -> Group:
     conns = Table(title="connections", expand=False)
     for col in ("name", "protocol", "state", "values", "reconnects", "last error"):
         conns.add_column(col)
@@ -55,6 +65,8 @@ def _status(rt: Runtime, started: float, extra: Callable[[], Table] | None = Non
         f"{st.lag_ms:,.0f} ms",
     )
     parts: list[Table] = [conns, pipe]
+    if uns is not None:
+        parts.append(_uns_table(uns))
     if extra is not None:
         parts.append(extra())
     return Group(*parts)
@@ -66,42 +78,154 @@ async def _historian(db: str) -> AsyncIterator[Historian]:
         yield h
 
 
+class UnsModeChoice(StrEnum):
+    """``--uns-mode``: every value, or the newest of each signal per committed batch."""
+
+    every = "every"
+    latest = "latest"
+
+
+@dataclass(frozen=True, slots=True)
+class _Uns:
+    """The ``--uns*`` options."""
+
+    url: str
+    prefix: str
+    mode: UnsModeChoice
+    retain: bool
+
+
+def _uns_options(url: str | None, prefix: str, mode: UnsModeChoice, retain: bool) -> _Uns | None:
+    """The ``--uns*`` options, checked before anything starts (:class:`ConfigError`)."""
+    from shopfloor.bus.uns import _check_settings
+
+    if url is None:
+        return None
+    _check_settings(url, prefix, mode.value, 0)
+    return _Uns(url, prefix, mode, retain)
+
+
+async def _embed_uns_broker(stack: contextlib.AsyncExitStack, uns: _Uns | None) -> None:
+    """For the demo: no broker at a loopback ``--uns`` URL → start the embedded one there."""
+    from shopfloor.bus import EmbeddedBroker, broker_reachable, mqtt_host_port
+
+    if uns is None:
+        return
+    host, port = mqtt_host_port(uns.url)  # checked by _uns_options
+    if host not in ("127.0.0.1", "localhost", "::1") or await broker_reachable(uns.url):
+        return
+    try:
+        broker = await stack.enter_async_context(EmbeddedBroker(host, port))
+    except ShopfloorError as exc:  # e.g. the port is taken by something that is not MQTT
+        console.print(f"[yellow]{exc}[/]")
+        return
+    console.print(f"no MQTT broker at {uns.url}: started an embedded one at {broker.endpoint}")
+
+
+async def _start_uns(
+    stack: contextlib.AsyncExitStack, historian: Historian, uns: _Uns | None
+) -> UnsPublisher | None:
+    """The Unified Namespace publisher of the ``--uns*`` options (None without ``--uns``)."""
+    from shopfloor.bus import broker_reachable
+
+    if uns is None:
+        return None
+    publisher = UnsPublisher(
+        uns.url, historian, prefix=uns.prefix, mode=uns.mode.value, retain=uns.retain
+    )
+    if not await broker_reachable(uns.url):
+        console.print(
+            f"[yellow]no MQTT broker at {uns.url} yet[/]: Unified Namespace messages wait in a "
+            "bounded queue (the oldest are dropped) until it is reachable"
+        )
+    await stack.enter_async_context(publisher)
+    where = f"{publisher.prefix}/…" if publisher.prefix else "the topic root"
+    what = "every value" if uns.mode is UnsModeChoice.every else "the newest value per batch"
+    kept = "retained" if uns.retain else "not retained"
+    console.print(f"Unified Namespace: {uns.url}, {where} ({what}, {kept})")
+    return publisher
+
+
+def _observing(uns: UnsPublisher | None) -> dict[str, Any]:
+    """The ``Runtime`` keyword arguments that make ``uns`` observe it."""
+    if uns is None:
+        return {}
+    return {"observers": [uns.publish_readings], "event_observers": [uns.publish_events]}
+
+
+def _uns_table(uns: UnsPublisher) -> Table:
+    st = uns.stats
+    table = Table(title="unified namespace", expand=False)
+    for col in ("broker", "state", "published", "dropped", "queued", "last error"):
+        table.add_column(col)
+    table.add_row(
+        uns.endpoint,
+        "[green]connected[/]" if st.connected else "[yellow]disconnected[/]",
+        f"{st.published:,}",
+        f"{st.dropped:,}",
+        f"{st.queued:,}",
+        (st.last_error or "")[:80],
+    )
+    return table
+
+
 async def _run_up(
     factory_file: Path,
     db: str,
     duration: float | None,
     live: bool,
     extra: Callable[[], Table] | None = None,
-) -> Runtime:
+    uns_options: _Uns | None = None,
+) -> tuple[Runtime, UnsPublisher | None]:
     factory = load_factory(factory_file)
-    async with _historian(db) as historian, Runtime(factory, historian) as rt:
+    async with contextlib.AsyncExitStack() as stack:
+        historian = await stack.enter_async_context(_historian(db))
+        uns = await _start_uns(stack, historian, uns_options)
+        rt = await stack.enter_async_context(Runtime(factory, historian, **_observing(uns)))
         started = time.monotonic()
         deadline = None if duration is None else started + duration
         if live:
-            with Live(_status(rt, started, extra), console=console, refresh_per_second=2) as view:
+            with Live(
+                _status(rt, started, extra, uns), console=console, refresh_per_second=2
+            ) as view:
                 while deadline is None or time.monotonic() < deadline:
                     await asyncio.sleep(0.5)
-                    view.update(_status(rt, started, extra))
+                    view.update(_status(rt, started, extra, uns))
         elif deadline is not None:
             await asyncio.sleep(deadline - started)
         else:
             await asyncio.Event().wait()
-    return rt
+    return rt, uns
 
 
-def _summary(rt: Runtime, db: str) -> None:
+def _summary(rt: Runtime, db: str, uns: UnsPublisher | None = None) -> None:
     assert rt.pipeline is not None
     st = rt.pipeline.stats
     console.print(
         f"[bold]stopped[/]: {st.values_stored:,} values stored in {db}, "
         f"{st.dead_letters:,} dead letters, nothing pending."
     )
+    if uns is not None:
+        console.print(
+            f"Unified Namespace: {uns.stats.published:,} messages published to {uns.endpoint}, "
+            f"{uns.stats.dropped:,} dropped."
+        )
     if rt.alarms is not None:
         active = rt.alarms.manager.active(include_shelved=True)
         console.print(
             f"alarms: {len(active)} not back to normal ({len(rt.alarms.instances)} defined); "
             f"see: shopfloor alarms list --db {db}"
         )
+
+
+_UNS_HELP = (
+    "Republish every value on this MQTT broker (Unified Namespace), e.g. mqtt://127.0.0.1:1883."
+)
+_UNS_PREFIX_HELP = "Topic prefix of the Unified Namespace ('' for none)."
+_UNS_MODE_HELP = (
+    "every: each value; latest: the newest of each signal per batch (high-rate plants)."
+)
+_UNS_RETAIN_HELP = "Retain the last message of every topic (late subscribers see current values)."
 
 
 def register(app: typer.Typer) -> None:
@@ -116,18 +240,30 @@ def register(app: typer.Typer) -> None:
             None, help="Stop after this many seconds (default: run until Ctrl-C)."
         ),
         live: bool = typer.Option(True, help="Show the live status view."),
+        uns: str | None = typer.Option(None, "--uns", help=_UNS_HELP),
+        uns_prefix: str = typer.Option(DEFAULT_PREFIX, "--uns-prefix", help=_UNS_PREFIX_HELP),
+        uns_mode: UnsModeChoice = typer.Option(UnsModeChoice.every, help=_UNS_MODE_HELP),
+        uns_retain: bool = typer.Option(
+            True, "--uns-retain/--no-uns-retain", help=_UNS_RETAIN_HELP
+        ),
     ) -> None:
         """Run the connectors of a factory file into the embedded historian."""
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         try:
-            rt = asyncio.run(_run_up(factory_file, db, duration, live))
+            options = _uns_options(uns, uns_prefix, uns_mode, uns_retain)
+            rt, publisher = asyncio.run(
+                _run_up(factory_file, db, duration, live, uns_options=options)
+            )
         except FactoryFileError as exc:
             console.print(str(exc), markup=False)
+            raise typer.Exit(1) from exc
+        except ConfigError as exc:
+            console.print(f"error: {exc}", markup=False)
             raise typer.Exit(1) from exc
         except KeyboardInterrupt:
             console.print("[bold]interrupted[/]: everything accepted was flushed.")
             return
-        _summary(rt, db)
+        _summary(rt, db, publisher)
 
 
 async def _mqtt_overrides(factory: Factory, stack: contextlib.AsyncExitStack) -> dict[str, str]:
@@ -157,12 +293,14 @@ async def _run_demo(
     port_offset: int,
     duration: float | None,
     live: bool,
-) -> tuple[Runtime, dict[str, int], dict[str, int]]:
+    uns_options: _Uns | None = None,
+) -> tuple[Runtime, dict[str, int], dict[str, int], UnsPublisher | None]:
     from shopfloor.cli._sim import _view
     from shopfloor.sim import Simulator, simulate_devices
 
     factory = load_factory(factory_file)
     async with contextlib.AsyncExitStack() as stack:
+        await _embed_uns_broker(stack, uns_options)
         sim = await stack.enter_async_context(
             Simulator(factory, speed=speed, seed=seed, port_offset=port_offset)
         )
@@ -179,9 +317,10 @@ async def _run_demo(
             )
         )
         historian = await stack.enter_async_context(_historian(db))
+        uns = await _start_uns(stack, historian, uns_options)
         endpoints = sim.endpoints | devices.endpoints | mqtt
         rt = await stack.enter_async_context(
-            Runtime(factory, historian, endpoint_override=endpoints)
+            Runtime(factory, historian, endpoint_override=endpoints, **_observing(uns))
         )
         started = time.monotonic()
         deadline = None if duration is None else started + duration
@@ -192,7 +331,7 @@ async def _run_demo(
             console.print(f"  [yellow]{name}[/]: {why}")
 
         def status() -> Group:
-            return Group(_view(sim), _status(rt, started))
+            return Group(_view(sim), _status(rt, started, uns=uns))
 
         try:
             if live:
@@ -211,7 +350,7 @@ async def _run_demo(
         expected = sim.counters()
         await _settle(rt, historian, expected)
         stored = await _stored_counters(historian, expected)
-    return rt, expected, stored
+    return rt, expected, stored, uns
 
 
 async def _stored_counters(historian: Historian, names: dict[str, int]) -> dict[str, int]:
@@ -248,17 +387,31 @@ def _register_demo(app: typer.Typer) -> None:
             None, help="Stop after this many real seconds (default: run until Ctrl-C)."
         ),
         live: bool = typer.Option(True, help="Show the live status view."),
+        uns: str | None = typer.Option(None, "--uns", help=_UNS_HELP),
+        uns_prefix: str = typer.Option(DEFAULT_PREFIX, "--uns-prefix", help=_UNS_PREFIX_HELP),
+        uns_mode: UnsModeChoice = typer.Option(UnsModeChoice.every, help=_UNS_MODE_HELP),
+        uns_retain: bool = typer.Option(
+            True, "--uns-retain/--no-uns-retain", help=_UNS_RETAIN_HELP
+        ),
     ) -> None:
-        """Run the simulated factory and the whole platform embedded, in one process."""
+        """Run the simulated factory and the whole platform embedded, in one process.
+
+        With ``--uns`` every value is also published on MQTT at its signal path; when no
+        broker answers at a loopback ``--uns`` URL, an embedded one is started there.
+        """
         from shopfloor.sim import SimulatorError
 
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         try:
-            rt, expected, stored = asyncio.run(
-                _run_demo(factory_file, db, speed, seed, port_offset, duration, live)
+            options = _uns_options(uns, uns_prefix, uns_mode, uns_retain)
+            rt, expected, stored, publisher = asyncio.run(
+                _run_demo(factory_file, db, speed, seed, port_offset, duration, live, options)
             )
         except FactoryFileError as exc:
             console.print(str(exc), markup=False)
+            raise typer.Exit(1) from exc
+        except ConfigError as exc:
+            console.print(f"error: {exc}", markup=False)
             raise typer.Exit(1) from exc
         except SimulatorError as exc:
             console.print(f"[red]error:[/] {exc}")
@@ -266,7 +419,7 @@ def _register_demo(app: typer.Typer) -> None:
         except KeyboardInterrupt:
             console.print("[bold]interrupted[/]: everything accepted was flushed.")
             return
-        _summary(rt, db)
+        _summary(rt, db, publisher)
         same = sum(stored.get(k) == v for k, v in expected.items())
         console.print(
             f"production counters: {same}/{len(expected)} in the historian equal the "
