@@ -48,6 +48,7 @@ def _register() -> None:
     # Imported here so that each group module can import `app` helpers without cycles.
     from shopfloor.cli import (
         _alarms,
+        _api,
         _bench,
         _bench_anomaly,
         _bench_opcua,
@@ -69,6 +70,7 @@ def _register() -> None:
     _up.register(app)
     _kpi.register(app)
     app.add_typer(_alarms.app, name="alarms")
+    _api.register(app)
 
 
 def main() -> None:

@@ -18,6 +18,17 @@ from rich.live import Live
 from rich.table import Table
 
 from shopfloor.bus import DEFAULT_PREFIX, UnsPublisher
+from shopfloor.cli._api import (
+    API_AUTH_DB_OPT,
+    API_CERT_OPT,
+    API_HOST_OPT,
+    API_KEY_OPT,
+    API_PORT_OPT,
+    ApiOptions,
+    api_options,
+    attach_runtime,
+    start_api,
+)
 from shopfloor.errors import ConfigError, ShopfloorError
 from shopfloor.historian import Historian, open_historian
 from shopfloor.model import Factory, FactoryFileError, load_factory
@@ -176,12 +187,15 @@ async def _run_up(
     live: bool,
     extra: Callable[[], Table] | None = None,
     uns_options: _Uns | None = None,
+    api: ApiOptions | None = None,
 ) -> tuple[Runtime, UnsPublisher | None]:
     factory = load_factory(factory_file)
     async with contextlib.AsyncExitStack() as stack:
         historian = await stack.enter_async_context(_historian(db))
         uns = await _start_uns(stack, historian, uns_options)
+        served = await start_api(stack, factory, historian, db, api)
         rt = await stack.enter_async_context(Runtime(factory, historian, **_observing(uns)))
+        attach_runtime(stack, served, rt)
         started = time.monotonic()
         deadline = None if duration is None else started + duration
         if live:
@@ -246,13 +260,19 @@ def register(app: typer.Typer) -> None:
         uns_retain: bool = typer.Option(
             True, "--uns-retain/--no-uns-retain", help=_UNS_RETAIN_HELP
         ),
+        api_port: int | None = API_PORT_OPT,
+        api_host: str = API_HOST_OPT,
+        auth_db: Path | None = API_AUTH_DB_OPT,
+        api_cert: Path | None = API_CERT_OPT,
+        api_key: Path | None = API_KEY_OPT,
     ) -> None:
         """Run the connectors of a factory file into the embedded historian."""
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         try:
             options = _uns_options(uns, uns_prefix, uns_mode, uns_retain)
+            api = api_options(api_port, api_host, auth_db, api_cert, api_key)
             rt, publisher = asyncio.run(
-                _run_up(factory_file, db, duration, live, uns_options=options)
+                _run_up(factory_file, db, duration, live, uns_options=options, api=api)
             )
         except FactoryFileError as exc:
             console.print(str(exc), markup=False)
@@ -294,6 +314,7 @@ async def _run_demo(
     duration: float | None,
     live: bool,
     uns_options: _Uns | None = None,
+    api: ApiOptions | None = None,
 ) -> tuple[Runtime, dict[str, int], dict[str, int], UnsPublisher | None]:
     from shopfloor.cli._sim import _view
     from shopfloor.sim import Simulator, simulate_devices
@@ -319,9 +340,11 @@ async def _run_demo(
         historian = await stack.enter_async_context(_historian(db))
         uns = await _start_uns(stack, historian, uns_options)
         endpoints = sim.endpoints | devices.endpoints | mqtt
+        served = await start_api(stack, factory, historian, db, api)
         rt = await stack.enter_async_context(
             Runtime(factory, historian, endpoint_override=endpoints, **_observing(uns))
         )
+        attach_runtime(stack, served, rt)
         started = time.monotonic()
         deadline = None if duration is None else started + duration
         console.print(f"simulated factory [bold]{factory_file}[/] at ×{speed:g} → {db}")
@@ -393,6 +416,11 @@ def _register_demo(app: typer.Typer) -> None:
         uns_retain: bool = typer.Option(
             True, "--uns-retain/--no-uns-retain", help=_UNS_RETAIN_HELP
         ),
+        api_port: int | None = API_PORT_OPT,
+        api_host: str = API_HOST_OPT,
+        auth_db: Path | None = API_AUTH_DB_OPT,
+        api_cert: Path | None = API_CERT_OPT,
+        api_key: Path | None = API_KEY_OPT,
     ) -> None:
         """Run the simulated factory and the whole platform embedded, in one process.
 
@@ -404,8 +432,9 @@ def _register_demo(app: typer.Typer) -> None:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         try:
             options = _uns_options(uns, uns_prefix, uns_mode, uns_retain)
+            api = api_options(api_port, api_host, auth_db, api_cert, api_key)
             rt, expected, stored, publisher = asyncio.run(
-                _run_demo(factory_file, db, speed, seed, port_offset, duration, live, options)
+                _run_demo(factory_file, db, speed, seed, port_offset, duration, live, options, api)
             )
         except FactoryFileError as exc:
             console.print(str(exc), markup=False)

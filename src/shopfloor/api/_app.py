@@ -1,0 +1,109 @@
+"""The application factory: one FastAPI app over a factory model, a historian and tokens."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+
+from shopfloor import __version__
+from shopfloor.api._audit import AuditMiddleware
+from shopfloor.api._auth import AuthStore
+from shopfloor.api._deps import ApiContext, ApiLimits
+from shopfloor.api._problems import install_problem_handlers, problem_openapi
+from shopfloor.historian.base import Historian
+from shopfloor.model import Factory
+
+if TYPE_CHECKING:
+    from shopfloor.runtime import Runtime
+
+__all__ = ["API_PREFIX", "create_app"]
+
+API_PREFIX = "/api/v1"
+"""Every route lives under this prefix; the OpenAPI document is ``/api/v1/openapi.json``."""
+
+_DESCRIPTION = """\
+The shopfloor REST API: the asset tree and its signals, history (raw and downsampled),
+latest values, KPIs (OEE, losses, ISO 22400), events with downtime reasons, dead letters,
+setpoint writes and exports (CSV, Parquet).
+
+**Tokens**: send `Authorization: Bearer <token>` (create one with `shopfloor token create`).
+Scopes are ordered: `read` (every GET) < `operate` (downtime reasons, acknowledging,
+setpoints, recording downtime) < `admin` (the audit log). Each token is limited to asset
+subtrees: a request that names an asset, signal or event outside them gets 403 (before any
+lookup, so it reveals nothing); lists leave out what lies outside.
+
+**Errors** are RFC 9457 problem details (`application/problem+json`).
+**Lists** are paged: `limit` (bounded) and `cursor` (the previous page's `next_cursor`).
+"""
+
+
+def _connection_assets(factory: Factory) -> dict[str, tuple[str, ...]]:
+    """Per connection: the equipment bound to it and the area it creates devices under."""
+    out: dict[str, set[str]] = defaultdict(set)
+    for s in factory.signals():
+        if s.binding is not None:
+            out[s.binding.connection].add(s.asset_path)
+    for name, conn in factory.connections.items():
+        area = conn.options.get("auto_area")
+        if area is not None:
+            out[name].add(str(area).strip("/"))
+    return {name: tuple(sorted(paths)) for name, paths in out.items()}
+
+
+def create_app(
+    factory: Factory,
+    historian: Historian,
+    auth: AuthStore,
+    *,
+    runtime: Runtime | None = None,
+    limits: ApiLimits | None = None,
+) -> FastAPI:
+    """The API over ``factory`` and ``historian``, authorised by the tokens in ``auth``.
+
+    The caller opens ``historian`` and ``auth`` (and keeps them open while the app serves).
+    With a ``runtime`` (inside ``shopfloor up``) setpoint writes go to its connectors;
+    without, the server is read-only over the historian and setpoint writes answer 503.
+    """
+    from shopfloor.api import (
+        _data_routes,
+        _event_routes,
+        _export_routes,
+        _kpi_routes,
+        _model_routes,
+        _setpoint_routes,
+        _system_routes,
+    )
+
+    app = FastAPI(
+        title="shopfloor",
+        version=__version__,
+        description=_DESCRIPTION,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        swagger_ui_oauth2_redirect_url=f"{API_PREFIX}/docs/oauth2-redirect",
+        redoc_url=None,
+    )
+    app.state.ctx = ApiContext(
+        factory=factory,
+        historian=historian,
+        auth=auth,
+        runtime=runtime,
+        limits=limits or ApiLimits(),
+        connection_assets=_connection_assets(factory),
+    )
+    install_problem_handlers(app)
+    app.add_middleware(AuditMiddleware, auth=auth)
+    for module in (
+        _system_routes,
+        _model_routes,
+        _data_routes,
+        _kpi_routes,
+        _event_routes,
+        _setpoint_routes,
+        _export_routes,
+    ):
+        app.include_router(module.router, prefix=API_PREFIX)
+    problem_openapi(app)
+    return app
