@@ -40,6 +40,8 @@ def test_public_names() -> None:
             "SimulatorError",
             "StationSpec",
             "Simulator",
+            "SparkplugEdgeSimulator",
+            "sparkplug_simulator",
         ]
     )
     for name in shopfloor.sim.__all__:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -16,7 +17,8 @@ import pytest
 from shopfloor.connectors._sparkplug_payload import DataType, decode_payload
 from shopfloor.connectors.sparkplug import SparkplugConnector
 from shopfloor.edge.batch import Quality, RawBatch
-from shopfloor.sim._sparkplug import GARBAGE, SparkplugEdgeSimulator, device_type_of, metric_name
+from shopfloor.sim import SparkplugEdgeSimulator, sparkplug_simulator
+from shopfloor.sim._sparkplug import GARBAGE, device_type_of, metric_name
 
 HOST, PORT = "127.0.0.1", 1883
 
@@ -127,6 +129,36 @@ async def test_births_aliases_and_seq_wrap_reach_the_host(group: str) -> None:
         assert h.c.node_online(group, edge)
 
 
+async def test_the_host_stores_exactly_the_values_the_edges_sent(group: str) -> None:
+    metrics = 12  # every datatype of the mix, more than once
+    async with host(group) as h:
+        async with _sim(group, n_nodes=2, devices_per_node=4, metrics_per_device=metrics) as sim:
+            await h.until(lambda: sim.messages_published >= 2 * 4 * 5)
+        # the clean stop's NDEATH comes after the last DDATA on each node's connection
+        await h.until(lambda: h.c.metrics.deaths_total == 2)
+        ddata = sim.messages_published
+        births = 2 * 2 + 8 * metrics  # NBIRTH: bdSeq and Node Control/Rebirth
+        stale = 2 * 2 + 8 * metrics  # the NDEATHs: every metric of node and devices
+        expected = ddata * metrics + births + stale
+        await h.until(lambda: len(h.rows) >= expected)
+        latest: dict[str, Any] = {}
+        for r in sorted(h.rows, key=lambda r: r["ts"]):
+            if r["quality"] == Quality.GOOD:
+                value = next(
+                    (r[c] for c in ("v_float", "v_int", "v_bool", "v_str") if r[c] is not None),
+                    None,
+                )
+                latest[r["address"]] = value
+        for n, edge in enumerate(sim.edges):
+            for k, device in enumerate(sim.devices(n)):
+                sent = sim._current(sim._nodes[n], k)
+                got = [latest[f"{group}/{edge}/{device}/{metric_name(j)}"] for j in range(metrics)]
+                assert got == sent, (edge, device)
+        assert h.c.metrics.data_messages_total == ddata
+        assert h.c.status.values_total == len(h.rows) == expected
+        assert h.c.metrics.dead_letters_total == 0
+
+
 async def test_rebirth_is_answered_after_a_gap_and_on_request(group: str) -> None:
     async with host(group) as h, _sim(group, devices_per_node=5) as sim:
         edge = sim.edges[0]
@@ -211,3 +243,54 @@ async def test_runtime_creates_signals_from_the_births(group: str, tmp_path: Pat
             assert rt.discovered[f"t/edges/node000-{dev}/state_003"].data_type == "string"
             assert rt.discovered["t/edges/node000/node-control-rebirth"].data_type == "bool"
             assert stats.dead_letters == 0
+
+
+def test_spec_gives_nodes_of_a_hundred_devices() -> None:
+    sim = sparkplug_simulator("3000:50@1")
+    assert (sim.n_nodes, sim.devices_per_node, sim.metrics_per_device) == (30, 100, 50)
+    assert sim.values_per_s == 150_000
+    sim = sparkplug_simulator("250:5", "mqtt://broker:1884", "grp")
+    assert (sim.n_nodes, sim.devices_per_node, sim.rate_hz) == (3, 84, 1.0)
+    assert (sim.host, sim.port, sim.group_id) == ("broker", 1884, "grp")
+    for bad in ("3000", "0:5@1", "10:x@1", "10:5@0", "10:5@-1"):
+        with pytest.raises(ValueError, match="N_DEVICES:N_METRICS@RATE"):
+            sparkplug_simulator(bad)
+    with pytest.raises(ValueError, match="mqtt://host"):
+        sparkplug_simulator("10:5@1", "tcp://broker")
+
+
+def test_cli_runs_the_edges_without_a_factory_file(group: str) -> None:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+    from typer.testing import CliRunner
+
+    from shopfloor.cli import _register, app
+
+    seen: dict[str, int] = {}
+
+    def on_message(client: Any, userdata: Any, message: Any) -> None:
+        kind = message.topic.split("/")[2]
+        seen[kind] = seen.get(kind, 0) + 1
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"t-{group}")
+    client.on_message = on_message
+    client.connect(HOST, PORT)
+    client.subscribe(f"spBv1.0/{group}/#", qos=1)
+    client.loop_start()
+    try:
+        _register()
+        args = ["sim", "--sparkplug", "12:3@4", "--sparkplug-group", group, "--duration", "1.5"]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert "12 devices on 1 edge nodes" in result.output
+        time.sleep(0.5)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    assert seen["NBIRTH"] == 1
+    assert seen["DBIRTH"] == 12
+    assert seen["DDATA"] >= 12 * 3
+    assert seen["NDEATH"] == 1  # a clean stop says so
+    result = CliRunner().invoke(app, ["sim", "--sparkplug", "12:3@0"])
+    assert result.exit_code == 2
+    assert "N_DEVICES:N_METRICS@RATE" in result.output

@@ -50,6 +50,7 @@ def _register() -> None:
         _alarms,
         _api,
         _bench,
+        _bench_ingest,
         _bench_anomaly,
         _bench_opcua,
         _connect,
@@ -62,6 +63,7 @@ def _register() -> None:
 
     app.add_typer(_model.app, name="model")
     _bench_opcua.register(_bench.app)
+    _bench_ingest.register(_bench.app)
     _bench_anomaly.register(_bench.app)
     app.add_typer(_bench.app, name="bench")
     _query.register(app)

@@ -26,26 +26,31 @@ def ingest_command(
     profile: bool | None = typer.Option(
         None,
         "--profile/--no-profile",
-        help="Profile the host with cProfile (default: when the target is missed).",
+        help="Profile the host with cProfile (default: when it does not keep up).",
     ),
     workdir: Path | None = typer.Option(
         None, "--dir", help="Where the temporary DuckDB file goes (default: a temp dir)."
     ),
 ) -> None:
-    """Sparkplug edges → broker → host → pipeline → DuckDB: stored values/s, latency, RSS,
-    against a raw subscriber on the same broker and message rate."""
+    """Sparkplug edges → broker → host → pipeline → DuckDB: stored values/s, backlog,
+    latency, RSS, and the host's message rate against a bare paho subscriber in the same run."""
     from shopfloor.bench._report import print_figures, write_report
     from shopfloor.bench.ingest import IngestBenchConfig, run_ingest_bench
 
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
-    cfg = IngestBenchConfig(
-        devices=devices,
-        metrics=metrics,
-        rate=rate,
-        seconds=seconds,
-        broker=broker,
-        profile=profile,
-    )
+    try:
+        cfg = IngestBenchConfig(
+            devices=devices,
+            metrics=metrics,
+            rate=rate,
+            seconds=seconds,
+            broker=broker,
+            profile=profile,
+        )
+        cfg.broker_address()
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
     with (
         tempfile.TemporaryDirectory(prefix="shopfloor-bench-", dir=workdir) as tmp,
         Progress(

@@ -28,7 +28,7 @@ import json
 import math
 import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
 from typing import Any
 
@@ -48,6 +48,7 @@ __all__ = [
     "Template",
     "decode_payload",
     "encode_payload",
+    "retyped",
     "value_to_json",
 ]
 
@@ -445,6 +446,26 @@ def decode_payload(data: bytes) -> Payload:
         uuid=msg.uuid if msg.HasField("uuid") else None,
         body=msg.body if msg.HasField("body") else None,
     )
+
+
+def retyped(metric: Metric, datatype: int) -> Metric:
+    """``metric``, decoded without a datatype (as data messages may be sent), as ``datatype``.
+
+    Integers get their sign and width back, arrays are unpacked from their bytes; a metric
+    that has a datatype of its own is returned as it is. Raises :class:`PayloadError` for
+    array bytes that do not fit ``datatype``.
+    """
+    value = metric.value
+    if metric.datatype != DataType.Unknown or datatype == DataType.Unknown:
+        return metric
+    if isinstance(value, int) and not isinstance(value, bool):
+        if datatype in _INTS:
+            value = _int_of(datatype, value)
+        elif datatype == DataType.DateTime:
+            value = _signed(value, 64)
+    elif isinstance(value, bytes) and datatype in ARRAY_TYPES:
+        value = unpack_array(datatype, value)
+    return replace(metric, datatype=datatype, value=value)
 
 
 # --------------------------------------------------------------------------- encoding

@@ -30,8 +30,15 @@ timestamps — the historian orders by time, so they do not displace newer value
 in :attr:`SparkplugMetrics.historical_total`. ``bdSeq`` and the ``Node Control/…`` metrics are
 rows like any other.
 
-Dead letters: undecodable payloads, unparseable topics, and untrusted data (before birth,
-after a gap, unknown aliases) — the topic as location, the raw payload bytes.
+Data messages without a datatype per metric (as the specification recommends for NDATA and
+DDATA) are read with the datatype of the birth. Simple data messages — every metric by name or
+every one by alias, one scalar value each — take a columnar path
+(:mod:`~shopfloor.connectors._sparkplug_columns`) that yields the same rows without decoding
+metric by metric in Python; anything else is decoded in full.
+
+Dead letters: undecodable payloads, unparseable topics, timestamps beyond the representable
+range, and untrusted data (before birth, after a gap, unknown aliases) — the topic as
+location, the raw payload bytes.
 
 Writes (:meth:`SparkplugConnector.write`) take a row address and send NCMD (node metric) or
 DCMD (device metric) with the metric's name, alias and datatype from its birth.
@@ -73,7 +80,15 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import aiomqtt
+import pyarrow as pa
 
+from shopfloor.connectors._sparkplug_columns import (
+    WIRE_OF,
+    DataColumns,
+    DataPlan,
+    parse_data,
+    simple_count,
+)
 from shopfloor.connectors._sparkplug_payload import (
     ARRAY_TYPES,
     DataType,
@@ -82,6 +97,7 @@ from shopfloor.connectors._sparkplug_payload import (
     PayloadError,
     decode_payload,
     encode_payload,
+    retyped,
     value_to_json,
 )
 from shopfloor.connectors.base import (
@@ -92,7 +108,7 @@ from shopfloor.connectors.base import (
     PointSpec,
     TableSink,
 )
-from shopfloor.edge.batch import Quality, RawBatchBuilder
+from shopfloor.edge.batch import Quality, RawBatch, RawBatchBuilder
 from shopfloor.edge.deadletter import DeadLetterBuilder
 from shopfloor.errors import ConnectorError
 
@@ -103,6 +119,9 @@ logger = logging.getLogger(__name__)
 NAMESPACE = "spBv1.0"
 REBIRTH_METRIC = "Node Control/Rebirth"
 _NODE_TYPES = frozenset({"NBIRTH", "NDEATH", "NDATA", "NCMD"})
+_DATA_TYPES = frozenset({"NDATA", "DDATA"})
+_MAX_TS_MS = (1 << 63) // 1000 - 1  # the rows hold microseconds in an int64
+_MAX_PLANS = 64  # cached metric sets per device (report-by-exception sends many)
 _DEVICE_TYPES = frozenset({"DBIRTH", "DDEATH", "DDATA", "DCMD"})
 _INT_TYPES = frozenset(
     {
@@ -243,6 +262,8 @@ class SparkplugMetrics:
     """Counters of one host connector (beside :class:`~.base.ConnectorStatus`)."""
 
     messages_total: int = 0
+    data_messages_total: int = 0
+    """NDATA and DDATA messages received (trusted or not)."""
     births_total: int = 0
     deaths_total: int = 0
     stale_deaths_total: int = 0
@@ -267,10 +288,13 @@ class _Scope:
     by_name: dict[str, _Known] = field(default_factory=dict)
     by_alias: dict[int, _Known] = field(default_factory=dict)
     alive: bool = True
+    plans: dict[tuple[Any, ...], DataPlan | None] = field(default_factory=dict)
+    """Columnar plans by metric set (names or aliases in message order); None: not simple."""
 
     def register(self, metrics: Sequence[Metric]) -> None:
         self.by_name.clear()
         self.by_alias.clear()
+        self.plans.clear()
         for m in metrics:
             if m.name is None:
                 continue
@@ -381,6 +405,11 @@ class SparkplugConnector(Connector):
         auto = self.settings.auto_discover
         self._emit_all = not self._wanted if auto is None else auto
         self._builder = RawBatchBuilder()
+        self._columns = DataColumns()
+        self._columnar = True  # the columnar data path (tests compare it with the general one)
+        self._addresses: list[str] = []
+        self._address_ids: dict[str, int] = {}
+        self._address_array: pa.Array | None = None
         self._letters = DeadLetterBuilder()
         self._flush_now = asyncio.Event()
         self._client: aiomqtt.Client | None = None
@@ -619,12 +648,16 @@ class SparkplugConnector(Connector):
         device = parts[4] if len(parts) == 5 else ""
         if kind in ("NCMD", "DCMD"):
             return  # commands to edge nodes (ours included): not data
-        try:
-            msg = decode_payload(payload)
-        except PayloadError as exc:
-            self._dead_letter(topic, f"{group}/{edge}", f"malformed {kind} payload: {exc}", payload)
-            return
         node = self._nodes.get((group, edge))
+        if kind in _DATA_TYPES:
+            self.metrics.data_messages_total += 1
+            if self._columnar and await self._on_simple_data(
+                node, group, edge, kind, device, topic, payload
+            ):
+                return
+        msg = self._decode(kind, f"{group}/{edge}", topic, payload)
+        if msg is None:
+            return
         if node is None:
             node = self._nodes[(group, edge)] = _Node(group, edge)
         if kind == "NBIRTH":
@@ -633,8 +666,113 @@ class SparkplugConnector(Connector):
             self._on_ndeath(node, msg)
         else:
             await self._on_sequenced(node, kind, device, msg, topic, payload)
-        if len(self._builder) >= self.settings.flush_rows:
+        self._check_size()
+
+    def _check_size(self) -> None:
+        if len(self._builder) + len(self._columns) >= self.settings.flush_rows:
             self._flush_now.set()
+
+    def _decode(self, kind: str, key: str, topic: str, payload: bytes) -> Payload | None:
+        """The payload decoded in full, or None after dead-lettering it."""
+        try:
+            msg = decode_payload(payload)
+        except PayloadError as exc:
+            self._dead_letter(topic, key, f"malformed {kind} payload: {exc}", payload)
+            return None
+        stamps = [m.timestamp for m in msg.metrics if m.timestamp is not None]
+        if msg.timestamp is not None:
+            stamps.append(msg.timestamp)
+        if stamps and max(stamps) > _MAX_TS_MS:
+            reason = f"{kind}: timestamp {max(stamps)} ms is beyond the representable range"
+            self._dead_letter(topic, key, reason, payload)
+            return None
+        return msg
+
+    async def _on_simple_data(
+        self,
+        node: _Node | None,
+        group: str,
+        edge: str,
+        kind: str,
+        device: str,
+        topic: str,
+        payload: bytes,
+    ) -> bool:
+        """Take a data message the columnar way; False when it is not simple (decode it all).
+
+        The checks and dead letters are those of :meth:`_on_sequenced` and :meth:`_on_data`.
+        """
+        parsed = parse_data(payload)
+        if parsed is None:
+            return False
+        env, cols = parsed
+        if simple_count(env, cols) < 0 or (
+            env.HasField("timestamp") and env.timestamp > _MAX_TS_MS
+        ):
+            return False
+        if cols.timestamp and max(cols.timestamp) > _MAX_TS_MS:
+            return False
+        if node is None:
+            node = self._nodes[(group, edge)] = _Node(group, edge)
+        seq = env.seq if env.HasField("seq") else None
+        if not await self._in_sequence(node, kind, seq, topic, payload):
+            return True
+        scope = node.devices.get(device) if device else node.scope
+        if scope is None or not scope.alive:
+            await self._distrust(
+                node, topic, f"{kind} before DBIRTH of {device!r}: not trusted", payload
+            )
+            return True
+        plan = self._plan(node, device, scope, cols)
+        if plan is None or not plan.matches(cols):
+            # in sequence, but not for the columnar path: decode it in full
+            msg = self._decode(kind, f"{group}/{edge}", topic, payload)
+            if msg is not None:
+                await self._on_data(node, device, scope, msg, topic, payload)
+                self._check_size()
+            return True
+        if cols.is_historical:
+            self.metrics.historical_total += sum(cols.is_historical)
+        ts = env.timestamp if env.HasField("timestamp") else _now_ms()
+        self._columns.add(plan, cols, ts)
+        self._check_size()
+        return True
+
+    def _plan(self, node: _Node, device: str, scope: _Scope, cols: Any) -> DataPlan | None:
+        """The columnar plan of the metric set of ``cols`` (None: not for the columnar path)."""
+        by_name = bool(cols.name)
+        key: tuple[Any, ...] = tuple(cols.name) if by_name else tuple(cols.alias)
+        try:
+            return scope.plans[key]
+        except KeyError:
+            pass
+        table: Mapping[Any, _Known] = scope.by_name if by_name else scope.by_alias
+        known = [table.get(k) for k in key]
+        found = [k for k in known if k is not None]
+        if len(found) < len(known):
+            return None  # an unknown metric: the general path asks for a rebirth
+        plan = None
+        if all(k.datatype in WIRE_OF for k in found):
+            prefix = self._prefix(node, device)
+            addresses = [prefix + k.name for k in found]
+            plan = DataPlan.build(
+                [self._address_id(a) for a in addresses],
+                [k.datatype for k in found],
+                [self._emit_all or a in self._wanted for a in addresses],
+            )
+        if len(scope.plans) >= _MAX_PLANS:
+            scope.plans.clear()
+        scope.plans[key] = plan
+        return plan
+
+    def _address_id(self, address: str) -> int:
+        """The index of ``address`` in the pool the columnar rows refer to."""
+        i = self._address_ids.get(address)
+        if i is None:
+            i = self._address_ids[address] = len(self._addresses)
+            self._addresses.append(address)
+            self._address_array = None
+        return i
 
     async def _on_state(self, host_id: str, payload: bytes) -> None:
         if host_id != self.settings.host_id or not payload:
@@ -727,25 +865,33 @@ class SparkplugConnector(Connector):
                 reason,
             )
 
-    async def _on_sequenced(
-        self, node: _Node, kind: str, device: str, msg: Payload, topic: str, payload: bytes
-    ) -> None:
+    async def _in_sequence(
+        self, node: _Node, kind: str, seq: int | None, topic: str, payload: bytes
+    ) -> bool:
+        """Whether a sequenced message is trusted (the node born, ``seq`` the next one)."""
         if not node.born:
             await self._distrust(
                 node, topic, f"{kind} before NBIRTH: not trusted, rebirth requested", payload
             )
-            return
+            return False
         expected = (node.seq + 1) % 256
-        if msg.seq != expected:
+        if seq != expected:
             await self._distrust(
                 node,
                 topic,
-                f"{kind}: seq gap (expected {expected}, got {msg.seq}): rebirth requested",
+                f"{kind}: seq gap (expected {expected}, got {seq}): rebirth requested",
                 payload,
                 gap=True,
             )
-            return
+            return False
         node.seq = expected
+        return True
+
+    async def _on_sequenced(
+        self, node: _Node, kind: str, device: str, msg: Payload, topic: str, payload: bytes
+    ) -> None:
+        if not await self._in_sequence(node, kind, msg.seq, topic, payload):
+            return
         if kind == "NDATA":
             await self._on_data(node, "", node.scope, msg, topic, payload)
         elif kind == "DBIRTH":
@@ -781,6 +927,20 @@ class SparkplugConnector(Connector):
                 node, topic, f"unknown metric {what} (not in the birth): rebirth requested", payload
             )
             return
+        if any(m.datatype == DataType.Unknown for m in msg.metrics):
+            # sent without datatypes, as the specification recommends: read as born
+            try:
+                metrics = tuple(
+                    retyped(m, k.datatype)
+                    for m, k in zip(msg.metrics, known, strict=True)
+                    if k is not None
+                )
+            except PayloadError as exc:
+                key = f"{node.group}/{node.edge}"
+                kind = "DDATA" if device else "NDATA"
+                self._dead_letter(topic, key, f"malformed {kind} payload: {exc}", payload)
+                return
+            msg = Payload(metrics, msg.timestamp, msg.seq, msg.uuid, msg.body)
         self._emit_metrics(node, device, msg, scope)
 
     # ----------------------------------------------------------------- delivery
@@ -795,11 +955,19 @@ class SparkplugConnector(Connector):
             await self._flush(sink)
 
     async def _flush(self, sink: BatchSink) -> None:
+        tables = []
         if len(self._builder):
-            batch = self._builder.build()
-            self.status.values_total += len(batch)
-            self.status.batches_total += 1
-            await sink(batch)
+            tables.append(self._builder.build().table)
+        if len(self._columns):
+            if self._address_array is None:
+                self._address_array = pa.array(self._addresses, pa.string())
+            tables.append(self._columns.build(self.name, self._address_array))
+        if tables:
+            batch = RawBatch(tables[0] if len(tables) == 1 else pa.concat_tables(tables))
+            if len(batch):
+                self.status.values_total += len(batch)
+                self.status.batches_total += 1
+                await sink(batch)
         if len(self._letters):
             letters = self._letters.build()
             if self.dead_letter_sink is not None:

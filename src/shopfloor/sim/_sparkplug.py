@@ -7,9 +7,10 @@ Boolean and String). Each node
 * connects with its NDEATH (``bdSeq``) as the MQTT Will, publishes NBIRTH (``seq`` 0,
   ``bdSeq``, ``Node Control/Rebirth``) and one DBIRTH per device (names, aliases 1…n,
   datatypes, current values);
-* then, ``rate_hz`` times a second, one DDATA per device with all its metrics by alias only,
-  timestamped with the tick's time (ms); ``seq`` counts up 0–255 and wraps, shared by the
-  node's births and data as Sparkplug says;
+* then, ``rate_hz`` times a second, one DDATA per device with all its metrics by alias only
+  and without datatypes (as the specification recommends for data messages), timestamped
+  with the tick's time (ms); ``seq`` counts up 0–255 and wraps, shared by the node's births
+  and data as Sparkplug says;
 * answers a ``Node Control/Rebirth`` NCMD with a fresh NBIRTH (``seq`` reset) and DBIRTHs;
 * on a clean stop publishes its NDEATH itself.
 
@@ -142,7 +143,7 @@ class _Layout:
         for j, t in enumerate(types):
             body = bytearray(b"\x10" + _varint(j + 1) + b"\x18")
             ts_at = len(body)
-            body += b"\x80" * (_TS_WIDTH - 1) + b"\x00" + b"\x20" + _varint(int(t))
+            body += b"\x80" * (_TS_WIDTH - 1) + b"\x00"  # no datatype: the birth has it
             tag = {
                 DataType.Double: b"\x69",  # double_value, fixed64
                 DataType.Int32: b"\x50",  # int_value, varint
@@ -302,7 +303,9 @@ class SparkplugEdgeSimulator:
         start = time.monotonic()
         for n in self._nodes:
             phase = n.index / (self.n_nodes * self.rate_hz)
-            self._tasks.append(asyncio.create_task(self._run_node(n, start + phase)))
+            self._tasks.append(
+                asyncio.create_task(self._run_node(n, start + phase), name=f"spb-sim:{n.edge}")
+            )
         try:
             async with asyncio.timeout(30.0):
                 for n in self._nodes:
@@ -325,10 +328,21 @@ class SparkplugEdgeSimulator:
         await self._stop()
 
     async def _stop(self) -> None:
-        for task in self._tasks:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=5.0)
+        if pending:
+            # a client whose connection was dropped may wait for a disconnect that never
+            # comes: a second cancellation ends that wait
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=5.0)
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.warning("Sparkplug sim: %s failed: %s", task.get_name(), task.exception())
 
     # ------------------------------------------------------------------ one node
 
