@@ -261,14 +261,19 @@ class SparkplugEdgeSimulator:
         self._nodes[node].skip = 1
 
     def die(self, node: int) -> None:
-        """Drop the node's connection without DISCONNECT: the broker publishes its Will."""
+        """Drop the node's connection without DISCONNECT: the broker publishes its Will.
+
+        The node stays dead (no reconnect). Raises ``RuntimeError`` when it is not connected.
+        """
         n = self._nodes[node]
-        n.dead = True
         client = n.client
+        # aiomqtt has no public way to lose a connection: shut down paho's socket under it
         sock = None if client is None else client._client.socket()
-        if isinstance(sock, socket.socket):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+        if not isinstance(sock, socket.socket):
+            raise RuntimeError(f"edge node {n.edge} is not connected")
+        n.dead = True
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
     async def send_garbage(self, node: int) -> None:
         """Publish a DDATA of the node's first device whose payload is not protobuf."""
