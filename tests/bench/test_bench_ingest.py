@@ -61,18 +61,18 @@ def test_the_command_is_registered_and_rejects_a_bad_broker() -> None:
 def test_tiny_run_writes_the_figures(tmp_path: Path) -> None:
     _register()
     out = tmp_path / "ingest.json"
-    args = ["bench", "ingest", "--devices", "20", "--metrics", "5", "--seconds", "3"]
+    args = ["bench", "ingest", "--devices", "20", "--metrics", "5", "--seconds", "6"]
     args += ["--no-profile", "--json", str(out), "--dir", str(tmp_path)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     doc = json.loads(out.read_text())
     assert set(doc) >= ISSUE_KEYS
     assert doc["bench"] == "ingest"
-    assert (doc["devices"], doc["metrics"], doc["seconds"]) == (20, 5, 3.0)
+    assert (doc["devices"], doc["metrics"], doc["seconds"]) == (20, 5, 6.0)
     assert doc["offered_values_per_s"] == 100
     assert isinstance(doc["backlog_grew"], bool)
-    # what the edges published in the window was stored (commits land every ~0.3 s, so
-    # the window's two ends may each be off by a fraction of a second)
+    # what the edges published in the window was stored (commits land every ~0.3 s and a
+    # loaded machine may start the window with up to a second of backlog, hence 6 s)
     assert doc["values_per_s"] > 0
     assert doc["values_per_s"] == pytest.approx(doc["edge_values_per_s"], rel=0.3)
     assert doc["edge_values_per_s"] == pytest.approx(100, rel=0.3)
