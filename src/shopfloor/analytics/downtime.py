@@ -61,10 +61,18 @@ async def downtime_events(
     began it is within the historian's look-back (up to 40 days).
     """
     s_us, e_us = to_us(start), to_us(end)
-    ts, q, values = await _samples(historian, f"{asset_path}/state", start, end)
+    series = await _samples(historian, f"{asset_path}/state", start, end, max_gap_s)
+    ts = series.ts
     from_us = min(s_us, int(ts[0])) if ts.size else s_us
     si = state_intervals(
-        ts, q, values, factory.state_map(asset_path), from_us, e_us, max_gap_s=max_gap_s
+        ts,
+        series.quality,
+        series.values,
+        factory.state_map(asset_path),
+        from_us,
+        e_us,
+        max_gap_s=max_gap_s,
+        hold_from=series.last_ts,
     )
     first_sample = int(ts[0]) if ts.size else e_us
     keep = [

@@ -244,32 +244,69 @@ class _Station:
     pbt: Intervals
 
 
+@dataclass(frozen=True, slots=True)
+class _Series:
+    """A signal's runs of equal samples (``Historian.read_changes``) as arrays."""
+
+    ts: I64
+    last_ts: I64
+    quality: I64
+    values: pa.Array
+
+
 async def _samples(
-    historian: Historian, signal: str, start: datetime, end: datetime
-) -> tuple[I64, I64, list[object]]:
-    """Samples of ``signal`` in ``[start, end)`` preceded by the last one before ``start``."""
+    historian: Historian,
+    signal: str,
+    start: datetime,
+    end: datetime,
+    max_gap_s: float | None = None,
+) -> _Series:
+    """Runs of ``signal`` in ``[start, end)`` preceded by the last run before ``start``.
+
+    Runs of equal samples lose nothing the state and counter rules use; with ``max_gap_s``
+    a run also ends where samples lie further apart. The first look-back (an hour) is read
+    with the window in one query; a run that goes on across ``start`` stays one run.
+    """
+    gap = None if max_gap_s is None else timedelta(seconds=max_gap_s)
     try:
-        inside = await historian.read_raw(signal, start, end)
+        table = await historian.read_changes(signal, start - _LOOKBACKS[0], end, max_gap=gap)
     except UnknownSignalError:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), []
-    prior: pa.Table | None = None
-    for back in _LOOKBACKS:
-        before = await historian.read_raw(signal, start - back, start)
-        if before.num_rows:
-            prior = before.slice(before.num_rows - 1, 1)
-            break
-    table = inside if prior is None else pa.concat_tables([prior, inside])
+        none = np.zeros(0, np.int64)
+        return _Series(none, none, none, pa.array([], pa.null()))
     ts = table.column("ts").cast(pa.int64()).to_numpy()
-    q = table.column("quality").cast(pa.int64()).to_numpy()
-    return ts.astype(np.int64), q.astype(np.int64), table.column("value").to_pylist()
+    before = int(np.searchsorted(ts, to_us(start)))  # runs that begin before the window
+    if before:
+        table = table.slice(before - 1)
+    else:
+        for back in _LOOKBACKS[1:]:
+            prior = await historian.read_changes(signal, start - back, start, max_gap=gap)
+            if prior.num_rows:
+                table = pa.concat_tables([prior.slice(prior.num_rows - 1, 1), table])
+                break
+
+    def us(name: str) -> I64:
+        return np.asarray(table.column(name).cast(pa.int64()).to_numpy(), dtype=np.int64)
+
+    q = table.column("quality").cast(pa.int64()).to_numpy().astype(np.int64)
+    return _Series(us("ts"), us("last_ts"), q, table.column("value").combine_chunks())
+
+
+def _numbers(values: pa.Array) -> npt.NDArray[np.float64]:
+    """Counter values as floats (NaN: no value); text values are parsed."""
+    try:
+        as_float = values.cast(pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return np.array(
+            [math.nan if x is None else float(str(x)) for x in values.to_pylist()], np.float64
+        )
+    return np.asarray(as_float.to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
 async def _counter(
     historian: Historian, signal: str, start: datetime, end: datetime
 ) -> tuple[I64, I64]:
-    ts, q, values = await _samples(historian, signal, start, end)
-    v = np.array([math.nan if x is None else float(str(x)) for x in values], dtype=np.float64)
-    return ts, counter_increments(v, q)
+    series = await _samples(historian, signal, start, end)
+    return series.ts, counter_increments(_numbers(series.values), series.quality)
 
 
 def _has_signal(factory: Factory, path: str) -> bool:
@@ -289,11 +326,19 @@ async def _station(
     max_gap_s: float | None,
 ) -> _Station:
     s_us, e_us = to_us(start), to_us(end)
-    ts, q, values = await _samples(historian, f"{path}/state", start, end)
-    # from the sample before the window on, so that episodes keep their true start
+    series = await _samples(historian, f"{path}/state", start, end, max_gap_s)
+    ts = series.ts
+    # from the run before the window on, so that episodes keep their true start
     first = min(s_us, int(ts[0])) if ts.size else s_us
     states = state_intervals(
-        ts, q, values, factory.state_map(path), first, e_us, max_gap_s=max_gap_s
+        ts,
+        series.quality,
+        series.values,
+        factory.state_map(path),
+        first,
+        e_us,
+        max_gap_s=max_gap_s,
+        hold_from=series.last_ts,
     )
     es, ee, ec = _episodes(states)
     good_ts, good_inc = await _counter(historian, f"{path}/good_count", start, end)
@@ -492,6 +537,8 @@ async def _evaluate(
     small_stop_s: float,
     startup_window_s: float,
     max_gap_s: float | None,
+    *,
+    with_losses: bool = True,
 ) -> list[_Result]:
     if start.tzinfo is None or end.tzinfo is None:
         raise ValueError("start and end must be timezone-aware")
@@ -510,6 +557,8 @@ async def _evaluate(
         lost: dict[str, tuple[float, int]] = {loss.name: (0.0, 0) for loss in LOSSES}
         for station, ict in refs:
             counts = counts + _counts(station, lo, hi, ict)
+            if not with_losses:
+                continue
             for key, (sec, n) in _loss_seconds(
                 station, lo, hi, ict, small_stop_s, startup_window_s
             ).items():
@@ -557,7 +606,7 @@ async def oee(
     """
     results = await _evaluate(
         historian, factory, asset_path, start, end, by,
-        DEFAULT_SMALL_STOP_S, DEFAULT_STARTUP_WINDOW_S, max_gap_s,
+        DEFAULT_SMALL_STOP_S, DEFAULT_STARTUP_WINDOW_S, max_gap_s, with_losses=False,
     )  # fmt: skip
     cols = _frame(asset_path, results)
     cols["planned_busy_time_s"] = pa.array([r.counts.pbt_s for r in results], pa.float64())
@@ -629,7 +678,7 @@ async def iso22400(
     """
     results = await _evaluate(
         historian, factory, asset_path, start, end, by,
-        DEFAULT_SMALL_STOP_S, DEFAULT_STARTUP_WINDOW_S, max_gap_s,
+        DEFAULT_SMALL_STOP_S, DEFAULT_STARTUP_WINDOW_S, max_gap_s, with_losses=False,
     )  # fmt: skip
     cols = _frame(asset_path, results)
     cols["failures"] = pa.array([r.counts.failures for r in results], pa.int64())

@@ -1,5 +1,8 @@
 """Historian benchmark: append throughput against a plain DuckDB insert, and downsampling.
 
+(The PostgreSQL engine's run, ``--store postgresql://…``, is in
+:mod:`shopfloor.bench.historian_postgres`; it shares the data and the downsample timing.)
+
 Three measurements in one run, each on its own temporary DuckDB file:
 
 * **raw** — the Arrow batches inserted straight into a plain table with the same columns
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,13 +29,17 @@ import pyarrow as pa
 
 from shopfloor.edge.batch import ReadingBatch
 from shopfloor.historian._duckdb import DuckDBHistorian
-from shopfloor.historian.base import SignalInfo
+from shopfloor.historian.base import Historian, SignalInfo
 
 __all__ = [
     "APPEND_RATIO_TARGET",
     "DOWNSAMPLE_MS_TARGET",
     "YEAR_POINTS",
+    "DownsampleFn",
     "HistorianBenchConfig",
+    "Progress",
+    "measure_downsample",
+    "reading_batches",
     "run_historian_bench",
 ]
 
@@ -64,7 +71,7 @@ class HistorianBenchConfig:
     runs: int = 5
 
 
-def _reading_batches(rows: int, signals: int, batch_rows: int) -> list[pa.Table]:
+def reading_batches(rows: int, signals: int, batch_rows: int) -> list[pa.Table]:
     """``rows`` float readings of ``signals`` signals at 1 Hz, in time order, as batches."""
     rng = np.random.default_rng(42)
     per = -(-rows // signals)
@@ -119,49 +126,59 @@ async def _append_rate(
         return rows / (time.perf_counter() - t0)
 
 
-async def _downsample_times(
-    path: Path, cfg: HistorianBenchConfig, progress: Progress
+DownsampleFn = Callable[[str, datetime, datetime, timedelta], Awaitable[pa.Table]]
+"""A downsample method: ``(signal, start, end, bucket) -> table``."""
+
+
+async def measure_downsample(
+    h: Historian,
+    raw_downsample: DownsampleFn,
+    cfg: HistorianBenchConfig,
+    progress: Progress,
+    *,
+    after_load: Callable[[], Awaitable[None]],
 ) -> dict[str, Any]:
-    async with DuckDBHistorian(path) as h:
-        ids = await h.register_signals([SignalInfo("bench/year", "float")])
-        sid = ids["bench/year"]
-        total = cfg.downsample_points
-        done = 0
-        for batch in _year_batches(total, sid, 1_000_000):
-            done += await h.append(ReadingBatch(batch))
-            progress("write downsample data", done, total)
-        await h.checkpoint()
-        end = T0 + timedelta(seconds=total)
-        bucket = timedelta(seconds=max(1, total // cfg.buckets))
+    """Load the 1 Hz downsample signal into ``h``, call ``after_load`` (a checkpoint or an
+    ANALYZE), then time ``h.downsample`` against ``raw_downsample`` (medians of the runs)."""
+    ids = await h.register_signals([SignalInfo("bench/year", "float")])
+    sid = ids["bench/year"]
+    total = cfg.downsample_points
+    done = 0
+    for batch in _year_batches(total, sid, 1_000_000):
+        done += await h.append(ReadingBatch(batch))
+        progress("write downsample data", done, total)
+    await after_load()
+    end = T0 + timedelta(seconds=total)
+    bucket = timedelta(seconds=max(1, total // cfg.buckets))
 
-        async def timed(fn: Any) -> tuple[float, pa.Table]:
-            runs: list[float] = []
-            result = await fn("bench/year", T0, end, bucket)  # warm-up
-            for k in range(cfg.runs):
-                t = time.perf_counter()
-                result = await fn("bench/year", T0, end, bucket)
-                runs.append((time.perf_counter() - t) * 1000)
-                progress(f"downsample ({fn.__name__})", k + 1, cfg.runs)
-            return statistics.median(runs), result
+    async def timed(fn: Any, name: str) -> tuple[float, pa.Table]:
+        runs: list[float] = []
+        result = await fn("bench/year", T0, end, bucket)  # warm-up
+        for k in range(cfg.runs):
+            t = time.perf_counter()
+            result = await fn("bench/year", T0, end, bucket)
+            runs.append((time.perf_counter() - t) * 1000)
+            progress(f"downsample ({name})", k + 1, cfg.runs)
+        return statistics.median(runs), result
 
-        ms, fast = await timed(h.downsample)
-        raw_ms, slow = await timed(h.downsample_raw)
-        same = (
-            fast.num_rows == slow.num_rows
-            and fast.column("count").equals(slow.column("count"))
-            and all(fast.column(c).equals(slow.column(c)) for c in ("first", "last", "min", "max"))
-            and bool(
-                np.allclose(fast.column("avg").to_numpy(), slow.column("avg").to_numpy(), rtol=1e-9)
-            )
+    ms, fast = await timed(h.downsample, "downsample")
+    raw_ms, slow = await timed(raw_downsample, "downsample_raw")
+    same = (
+        fast.num_rows == slow.num_rows
+        and fast.column("count").equals(slow.column("count"))
+        and all(fast.column(c).equals(slow.column(c)) for c in ("first", "last", "min", "max"))
+        and bool(
+            np.allclose(fast.column("avg").to_numpy(), slow.column("avg").to_numpy(), rtol=1e-9)
         )
-        return {
-            "downsample_points": total,
-            "downsample_buckets": fast.num_rows,
-            "downsample_bucket_s": bucket.total_seconds(),
-            "downsample_ms": round(ms, 2),
-            "downsample_raw_ms": round(raw_ms, 2),
-            "downsample_matches_raw": same,
-        }
+    )
+    return {
+        "downsample_points": total,
+        "downsample_buckets": fast.num_rows,
+        "downsample_bucket_s": bucket.total_seconds(),
+        "downsample_ms": round(ms, 2),
+        "downsample_raw_ms": round(raw_ms, 2),
+        "downsample_matches_raw": same,
+    }
 
 
 async def run_historian_bench(
@@ -169,13 +186,15 @@ async def run_historian_bench(
 ) -> dict[str, Any]:
     """Run the benchmark in ``workdir`` (files are created there) and return the figures."""
     report = progress or (lambda phase, done, total: None)
-    batches = _reading_batches(cfg.rows, cfg.signals, cfg.batch_rows)
+    batches = reading_batches(cfg.rows, cfg.signals, cfg.batch_rows)
     raw = _raw_insert_rate(workdir / "raw.duckdb", batches, report)
     append = await _append_rate(workdir / "append.duckdb", cfg.signals, batches, report)
-    down = await _downsample_times(workdir / "downsample.duckdb", cfg, report)
+    async with DuckDBHistorian(workdir / "downsample.duckdb") as h:
+        down = await measure_downsample(h, h.downsample_raw, cfg, report, after_load=h.checkpoint)
     ratio = append / raw
     full_size = cfg.downsample_points >= YEAR_POINTS
     return {
+        "engine": "duckdb",
         "rows": cfg.rows,
         "signals": cfg.signals,
         "batch_rows": cfg.batch_rows,

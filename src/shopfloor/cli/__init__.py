@@ -52,6 +52,7 @@ def _register() -> None:
         _bench,
         _bench_anomaly,
         _bench_ingest,
+        _bench_oee,
         _bench_opcua,
         _connect,
         _kpi,
@@ -65,6 +66,7 @@ def _register() -> None:
     _bench_opcua.register(_bench.app)
     _bench_ingest.register(_bench.app)
     _bench_anomaly.register(_bench.app)
+    _bench_oee.register(_bench.app)
     app.add_typer(_bench.app, name="bench")
     _query.register(app)
     _connect.register(app)

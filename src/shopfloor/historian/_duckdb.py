@@ -1,18 +1,28 @@
 """The embedded historian engine: one DuckDB file.
 
-Layout (schema version 1):
+Layout (schema version 2; version 1 had no ``rollup_1h`` and no ``runs_1m``, the migration
+builds them from ``rollup_1m`` and the samples):
 
 * ``signals`` — the catalog; ``signal_id`` comes from a sequence.
 * ``samples`` — the narrow table ``(signal_id, ts, quality, v_float, v_int, v_bool, v_str)``.
   ``ts`` is a ``BIGINT`` of UTC microseconds: measured against ``TIMESTAMPTZ`` it inserts as
   fast and the bucket arithmetic of :meth:`DuckDBHistorian.downsample` runs a little faster
   on plain integers. Arrow timestamps are cast to and from int64 without copying.
-* ``rollup_1m`` — per signal and minute: first/last (with their timestamps), min, max, sum and
-  count of the samples that aggregates consider (quality not bad, value not null). Float
-  signals use ``first, last, min, max, sum`` (DOUBLE); int and bool signals use the ``i_*``
-  columns (BIGINT, HUGEINT sum) so that int64 values stay exact. Maintained in the same
-  transaction as the samples by merging the batch's own per-minute aggregates
-  (``INSERT … ON CONFLICT DO UPDATE``), so late and out-of-order data stays correct.
+* ``rollup_1m`` and ``rollup_1h`` (bucket column ``minute`` / ``hour``) — per signal and
+  minute or hour: first/last (with their timestamps), min, max, sum and count of the samples
+  that aggregates consider (quality not bad, value not null). Float signals use ``first,
+  last, min, max, sum`` (DOUBLE); int and bool signals use the ``i_*`` columns (BIGINT,
+  HUGEINT sum) so that int64 values stay exact. Maintained in the same transaction as the
+  samples: the batch's own per-minute aggregates are computed once (a temporary table) and
+  merged into both tables by one statement generalised over the granularity (``INSERT …
+  ON CONFLICT DO UPDATE``), so late and out-of-order data stays correct and every hour
+  summarises exactly its minutes (ties between duplicates are decided alike in both).
+* ``runs_1m`` — for ``state`` and ``counter`` signals (:data:`RUN_KINDS`): the run-length
+  encoding of each minute's samples (one row per run of equal value and quality, samples
+  ordered by timestamp, quality, value), so that :meth:`DuckDBHistorian.read_changes`
+  reads a month of 1 Hz machine states as a few ten thousand rows. On append, every minute
+  a batch touches is encoded again from all its samples (one minute: at most a few dozen
+  rows at 1 Hz), so late, out-of-order and duplicate data stay exact.
 * ``latest`` — the newest sample of each signal, merged on append (reading it is then a
   lookup instead of a scan of every sample).
 * ``events``, ``dead_letters`` and ``schema_version``.
@@ -27,6 +37,7 @@ import asyncio
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -39,21 +50,76 @@ import pyarrow.compute as pc
 from shopfloor.edge.batch import TS_TYPE, ReadingBatch, to_us
 from shopfloor.errors import HistorianError, UnknownSignalError
 from shopfloor.historian.base import (
+    CHANGES_COLUMNS,
     DEAD_LETTER_SCHEMA,
     DOWNSAMPLE_COLUMNS,
     EVENT_SCHEMA,
+    ROLLUP_COLUMNS,
+    Granularity,
     Historian,
     RetentionResult,
     SignalInfo,
+    merge_runs,
 )
 
-__all__ = ["SCHEMA_VERSION", "DuckDBHistorian"]
+__all__ = ["RUN_KINDS", "SCHEMA_VERSION", "DuckDBHistorian"]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 """Version of the table layout this module creates and reads."""
 
 _MINUTE: Final = 60_000_000
-"""One minute in microseconds: the rollup granularity."""
+"""One minute in microseconds: the finest rollup granularity."""
+_HOUR: Final = 60 * _MINUTE
+"""One hour in microseconds."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Rollup:
+    """A rollup table: its name, its bucket column and the bucket width in µs."""
+
+    table: str
+    key: str
+    width: int
+
+
+_ROLLUPS: Final[dict[str, _Rollup]] = {
+    "1m": _Rollup("rollup_1m", "minute", _MINUTE),
+    "1h": _Rollup("rollup_1h", "hour", _HOUR),
+}
+"""The rollup tables by granularity, finest first."""
+
+
+def _floor_sql(expr: str, width: int) -> str:
+    """SQL for ``floor(expr / width) * width``, correct for negative values too.
+
+    (DuckDB's ``//`` and ``%`` truncate towards zero.)
+    """
+    return f"({expr} - (({expr} % {width}) + {width}) % {width})"
+
+
+def _rollup_ddl(r: _Rollup) -> str:
+    return f"""CREATE TABLE IF NOT EXISTS {r.table} (
+        signal_id INTEGER NOT NULL,
+        {r.key} BIGINT NOT NULL,
+        first_ts BIGINT NOT NULL,
+        last_ts BIGINT NOT NULL,
+        "first" DOUBLE,
+        "last" DOUBLE,
+        "min" DOUBLE,
+        "max" DOUBLE,
+        "sum" DOUBLE,
+        i_first BIGINT,
+        i_last BIGINT,
+        i_min BIGINT,
+        i_max BIGINT,
+        i_sum HUGEINT,
+        "count" BIGINT NOT NULL,
+        PRIMARY KEY (signal_id, {r.key})
+    )"""
+
+
+RUN_KINDS: Final[frozenset[str]] = frozenset({"state", "counter"})
+"""Signal kinds whose samples are also kept run-length encoded per minute (``runs_1m``)."""
 
 _T = TypeVar("_T")
 
@@ -97,24 +163,7 @@ _DDL_V1: Final[tuple[str, ...]] = (
         v_bool BOOLEAN,
         v_str VARCHAR
     )""",
-    """CREATE TABLE IF NOT EXISTS rollup_1m (
-        signal_id INTEGER NOT NULL,
-        minute BIGINT NOT NULL,
-        first_ts BIGINT NOT NULL,
-        last_ts BIGINT NOT NULL,
-        "first" DOUBLE,
-        "last" DOUBLE,
-        "min" DOUBLE,
-        "max" DOUBLE,
-        "sum" DOUBLE,
-        i_first BIGINT,
-        i_last BIGINT,
-        i_min BIGINT,
-        i_max BIGINT,
-        i_sum HUGEINT,
-        "count" BIGINT NOT NULL,
-        PRIMARY KEY (signal_id, minute)
-    )""",
+    _rollup_ddl(_ROLLUPS["1m"]),
     """CREATE TABLE IF NOT EXISTS latest (
         signal_id INTEGER PRIMARY KEY,
         ts BIGINT NOT NULL,
@@ -145,26 +194,23 @@ _DDL_V1: Final[tuple[str, ...]] = (
     )""",
 )
 
-_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {1: _DDL_V1}
-"""Statements that bring the schema from version ``n - 1`` to ``n``."""
-
 # ---------------------------------------------------------------------------------------
 # append
-
-# floor(x / 1 minute) * 1 minute, correct for negative x too (DuckDB's // truncates).
-_FLOOR_MINUTE: Final = f"(ts - ((ts % {_MINUTE}) + {_MINUTE}) % {_MINUTE})"
 
 _INSERT_SAMPLES: Final = (
     "INSERT INTO samples SELECT signal_id, ts, quality, v_float, v_int, v_bool, v_str FROM _batch"
 )
 
-# The batch's own per-minute aggregates, merged into rollup_1m. Two variants, so that a
-# batch of float signals (the common case) does not pay for the integer aggregates.
+# The batch's own per-minute aggregates, staged once in a temporary table and merged into
+# every rollup table. Two variants, so that a batch of float signals (the common case)
+# does not pay for the integer aggregates.
 _ROLLUP_AGG: Final[dict[str, str]] = {
-    "float": """arg_min(v, ts), arg_max(v, ts), min(v), max(v), sum(v),
-       NULL, NULL, NULL, NULL, NULL""",
-    "int": """NULL, NULL, NULL, NULL, NULL,
-       arg_min(v, ts), arg_max(v, ts), min(v), max(v), sum(v)::HUGEINT""",
+    "float": """arg_min(v, ts) AS "first", arg_max(v, ts) AS "last", min(v) AS "min",
+       max(v) AS "max", sum(v) AS "sum", NULL::BIGINT AS i_first, NULL::BIGINT AS i_last,
+       NULL::BIGINT AS i_min, NULL::BIGINT AS i_max, NULL::HUGEINT AS i_sum""",
+    "int": """NULL::DOUBLE AS "first", NULL::DOUBLE AS "last", NULL::DOUBLE AS "min",
+       NULL::DOUBLE AS "max", NULL::DOUBLE AS "sum", arg_min(v, ts) AS i_first,
+       arg_max(v, ts) AS i_last, min(v) AS i_min, max(v) AS i_max, sum(v)::HUGEINT AS i_sum""",
 }
 _ROLLUP_VALUE: Final[dict[str, str]] = {
     "float": "v_float",
@@ -175,42 +221,181 @@ _ROLLUP_WHERE: Final[dict[str, str]] = {
     "int": "(v_int IS NOT NULL OR v_bool IS NOT NULL)",
 }
 
-_MERGE_ROLLUP: Final = f"""
-INSERT INTO rollup_1m
-SELECT signal_id, minute, min(ts), max(ts), {{agg}}, count(*)
+_BATCH_MINUTES: Final = f"""
+SELECT signal_id, minute, min(ts) AS first_ts, max(ts) AS last_ts, {{agg}}, count(*) AS "count"
 FROM (
-    SELECT signal_id, ts, {_FLOOR_MINUTE} AS minute, {{value}} AS v
+    SELECT signal_id, ts, {_floor_sql("ts", _MINUTE)} AS minute, {{value}} AS v
     FROM _batch
     WHERE quality >= 64 AND {{where}}
 )
 GROUP BY signal_id, minute
-ON CONFLICT (signal_id, minute) DO UPDATE SET
-    first_ts = least(rollup_1m.first_ts, excluded.first_ts),
-    last_ts = greatest(rollup_1m.last_ts, excluded.last_ts),
-    "first" = CASE WHEN excluded.first_ts < rollup_1m.first_ts
-                   THEN excluded."first" ELSE rollup_1m."first" END,
-    "last" = CASE WHEN excluded.last_ts >= rollup_1m.last_ts
-                  THEN excluded."last" ELSE rollup_1m."last" END,
-    "min" = least(rollup_1m."min", excluded."min"),
-    "max" = greatest(rollup_1m."max", excluded."max"),
-    "sum" = rollup_1m."sum" + excluded."sum",
-    i_first = CASE WHEN excluded.first_ts < rollup_1m.first_ts
-                   THEN excluded.i_first ELSE rollup_1m.i_first END,
-    i_last = CASE WHEN excluded.last_ts >= rollup_1m.last_ts
-                  THEN excluded.i_last ELSE rollup_1m.i_last END,
-    i_min = least(rollup_1m.i_min, excluded.i_min),
-    i_max = greatest(rollup_1m.i_max, excluded.i_max),
-    i_sum = rollup_1m.i_sum + excluded.i_sum,
-    "count" = rollup_1m."count" + excluded."count"
+"""
+
+_STAGE: Final = "_batch_minutes"
+"""The temporary table of a batch's per-minute aggregates (rollup_1m's columns)."""
+
+
+def batch_minutes_sql(kinds: Sequence[str]) -> str:
+    """Stage the batch's per-minute aggregates for the ``float`` and/or ``int`` columns."""
+    parts = [
+        _BATCH_MINUTES.format(agg=_ROLLUP_AGG[k], value=_ROLLUP_VALUE[k], where=_ROLLUP_WHERE[k])
+        for k in kinds
+    ]
+    return f"CREATE OR REPLACE TEMP TABLE {_STAGE} AS " + " UNION ALL ".join(parts)
+
+
+# Merge aggregates of a finer granularity (the staged batch minutes, or rollup_1m itself
+# when a migration or a retention run rebuilds hours) into a rollup table. A group holds
+# disjoint finer buckets, so first/last are decided by their timestamps without ties; on
+# conflict the stored bucket keeps its first on equal timestamps and takes the new last.
+_MERGE_ROLLUP: Final = """
+INSERT INTO {t}
+SELECT signal_id, {bucket} AS b, min(first_ts), max(last_ts),
+       arg_min("first", first_ts), arg_max("last", last_ts), min("min"), max("max"),
+       sum("sum"), arg_min(i_first, first_ts), arg_max(i_last, last_ts), min(i_min),
+       max(i_max), sum(i_sum), sum("count")
+FROM {source}{where}
+GROUP BY signal_id, b
+ON CONFLICT (signal_id, {key}) DO UPDATE SET
+    first_ts = least({t}.first_ts, excluded.first_ts),
+    last_ts = greatest({t}.last_ts, excluded.last_ts),
+    "first" = CASE WHEN excluded.first_ts < {t}.first_ts
+                   THEN excluded."first" ELSE {t}."first" END,
+    "last" = CASE WHEN excluded.last_ts >= {t}.last_ts
+                  THEN excluded."last" ELSE {t}."last" END,
+    "min" = least({t}."min", excluded."min"),
+    "max" = greatest({t}."max", excluded."max"),
+    "sum" = {t}."sum" + excluded."sum",
+    i_first = CASE WHEN excluded.first_ts < {t}.first_ts
+                   THEN excluded.i_first ELSE {t}.i_first END,
+    i_last = CASE WHEN excluded.last_ts >= {t}.last_ts
+                  THEN excluded.i_last ELSE {t}.i_last END,
+    i_min = least({t}.i_min, excluded.i_min),
+    i_max = greatest({t}.i_max, excluded.i_max),
+    i_sum = {t}.i_sum + excluded.i_sum,
+    "count" = {t}."count" + excluded."count"
 """
 
 
-def merge_rollup_sql(kind: str) -> str:
-    """The rollup merge for the ``float`` or ``int`` (int and bool) value columns."""
+def merge_rollup_sql(
+    rollup: _Rollup, *, source: str = _STAGE, source_key: str = "minute", where: str = ""
+) -> str:
+    """The merge of ``source``'s aggregates into ``rollup``'s table.
+
+    ``source`` has rollup columns with the bucket in ``source_key``, of a granularity that
+    divides ``rollup``'s; ``where`` (SQL) filters its rows.
+    """
     return _MERGE_ROLLUP.format(
-        agg=_ROLLUP_AGG[kind], value=_ROLLUP_VALUE[kind], where=_ROLLUP_WHERE[kind]
+        t=rollup.table,
+        key=rollup.key,
+        bucket=_floor_sql(source_key, rollup.width),
+        source=source,
+        where=f" WHERE {where}" if where else "",
     )
 
+
+_MERGE_INTO_ROLLUPS: Final[tuple[str, ...]] = tuple(merge_rollup_sql(r) for r in _ROLLUPS.values())
+
+# ---------------------------------------------------------------------------------------
+# runs: the run-length encoding of state and counter signals, per minute
+
+_RUNS_DDL: Final = """CREATE TABLE IF NOT EXISTS runs_1m (
+    signal_id INTEGER NOT NULL,
+    minute BIGINT NOT NULL,
+    ts BIGINT NOT NULL,
+    last_ts BIGINT NOT NULL,
+    quality UTINYINT NOT NULL,
+    v_float DOUBLE,
+    v_int BIGINT,
+    v_bool BOOLEAN,
+    v_str VARCHAR,
+    "count" BIGINT NOT NULL
+)"""
+
+_RUN_ORDER: Final = "ts, quality, v_float, v_int, v_bool, v_str"
+"""The order of samples within a run encoding (ties of equal timestamps included)."""
+
+_VALUES: Final = ("quality", "v_float", "v_int", "v_bool", "v_str")
+
+
+def _differs(fn: str) -> str:
+    """SQL: the sample differs from its ``lag`` or ``lead`` neighbour (true at the ends)."""
+    parts = [f"{c} IS DISTINCT FROM {fn}({c}) OVER w" for c in _VALUES]
+    return f"coalesce({fn}(ts) OVER w IS NULL OR " + " OR ".join(parts) + ", true)"
+
+
+# The runs of every (signal, minute) of the samples in {source} (a FROM clause whose rows
+# have the sample columns): heads and tails of runs are marked in one sorted window pass,
+# then each head takes its tail's timestamp and row number (the next kept row, unless it
+# is both).
+_MINUTE_RUNS: Final = f"""
+WITH marked AS (
+    SELECT signal_id, minute, ts, quality, v_float, v_int, v_bool, v_str,
+           row_number() OVER w AS rn,
+           {{head}} AS head,
+           {{tail}} AS tail
+    FROM (
+        SELECT signal_id, {_floor_sql("ts", _MINUTE)} AS minute, ts, quality,
+               v_float, v_int, v_bool, v_str
+        FROM {{source}}
+    )
+    WINDOW w AS (PARTITION BY signal_id, minute ORDER BY {_RUN_ORDER} NULLS LAST)
+), ends AS (
+    SELECT *,
+           CASE WHEN tail THEN ts
+                ELSE lead(ts) OVER (PARTITION BY signal_id, minute ORDER BY rn) END AS last_ts,
+           CASE WHEN tail THEN rn
+                ELSE lead(rn) OVER (PARTITION BY signal_id, minute ORDER BY rn) END AS last_rn
+    FROM marked
+    WHERE head OR tail
+)
+SELECT signal_id, minute, ts, last_ts, quality, v_float, v_int, v_bool, v_str,
+       last_rn - rn + 1 AS "count"
+FROM ends
+WHERE head
+"""
+
+
+def minute_runs_sql(source: str) -> str:
+    """The per-minute runs of the samples in ``source``."""
+    return _MINUTE_RUNS.format(source=source, head=_differs("lag"), tail=_differs("lead"))
+
+
+# On append: the (signal, minute) pairs of the batch's state and counter samples are
+# encoded again from all their samples (the batch's rows are already in ``samples``).
+_TOUCHED: Final = f"""
+CREATE OR REPLACE TEMP TABLE _touched AS
+SELECT DISTINCT signal_id, {_floor_sql("ts", _MINUTE)} AS minute
+FROM _batch
+WHERE list_contains($ids, signal_id)
+"""
+_TOUCHED_RANGE: Final = "SELECT min(minute), max(minute) FROM _touched"
+_DELETE_TOUCHED_RUNS: Final = """
+DELETE FROM runs_1m USING _touched t
+WHERE runs_1m.signal_id = t.signal_id AND runs_1m.minute = t.minute
+  AND runs_1m.minute >= $lo AND runs_1m.minute <= $hi
+"""
+_INSERT_TOUCHED_RUNS: Final = "INSERT INTO runs_1m " + minute_runs_sql(
+    f"""samples s
+        WHERE s.ts >= $lo AND s.ts < $hi + {_MINUTE}
+          AND EXISTS (SELECT 1 FROM _touched t WHERE t.signal_id = s.signal_id
+                      AND t.minute = {_floor_sql("s.ts", _MINUTE)})"""
+)
+
+_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    1: _DDL_V1,
+    2: (
+        _rollup_ddl(_ROLLUPS["1h"]),
+        merge_rollup_sql(_ROLLUPS["1h"], source="rollup_1m"),
+        _RUNS_DDL,
+        "INSERT INTO runs_1m "
+        + minute_runs_sql(
+            "samples WHERE signal_id IN (SELECT signal_id FROM signals "
+            f"WHERE list_contains({sorted(RUN_KINDS)!r}, kind))"
+        ),
+    ),
+}
+"""Statements that bring the schema from version ``n - 1`` to ``n``."""
 
 # Row number of the newest sample of each signal in the batch (an integer arg_max is much
 # cheaper than carrying every column through the aggregate).
@@ -259,16 +444,21 @@ _EDGES: Final = f"""AND (ts < $s_full OR ts >= $e_full OR (
 # Bucket widths that are whole minutes have no straddling minutes: only the range edges.
 _EDGES_ALIGNED: Final = "AND (ts < $s_full OR ts >= $e_full)"
 
-_ROLLUP_PART: Final = f"""
-SELECT (minute - $o) // $b AS k,
-       min(first_ts) AS first_ts, arg_min({{first}}, first_ts) AS "first",
-       max(last_ts) AS last_ts, arg_max({{last}}, last_ts) AS "last",
-       min({{min}}) AS mn, max({{max}}) AS mx, sum({{sum}}) AS sm, sum("count") AS n
-FROM rollup_1m
-WHERE signal_id = $sid AND minute >= $s_full AND minute < $e_full
-  AND (minute - $o) // $b = (minute + {_MINUTE - 1} - $o) // $b
+# One rollup table's buckets in [lo, hi) that lie wholly inside one downsample bucket.
+_ROLLUP_PART: Final = """
+SELECT ({key} - $o) // $b AS k,
+       min(first_ts) AS first_ts, arg_min({first}, first_ts) AS "first",
+       max(last_ts) AS last_ts, arg_max({last}, last_ts) AS "last",
+       min({min}) AS mn, max({max}) AS mx, sum({sum}) AS sm, sum("count") AS n
+FROM {table}
+WHERE signal_id = $sid AND {key} >= {lo} AND {key} < {hi}{extra}
 GROUP BY k
 """
+
+# Minutes wholly inside one bucket (always true when the width is whole minutes).
+_MINUTE_INSIDE: Final = f" AND (minute - $o) // $b = (minute + {_MINUTE - 1} - $o) // $b"
+# With hour rollups in use: the minutes of the whole hours [$h_s, $h_e) come from those.
+_NOT_WHOLE_HOURS: Final = " AND NOT (minute >= $h_s AND minute < $h_e)"
 
 _COMBINE: Final = """
 SELECT ($o + k * $b) AS bucket,
@@ -308,19 +498,72 @@ def _ceil(x: int, step: int) -> int:
     return -((-x) // step) * step
 
 
-def downsample_sql(data_type: str, *, use_rollups: bool, aligned: bool) -> str:
+def downsample_sql(data_type: str, *, use_rollups: bool, aligned: bool, hours: bool = False) -> str:
     """The downsample query for a numeric ``data_type`` (named parameters, see above).
 
     ``use_rollups`` combines ``rollup_1m`` with the raw rows of partial minutes; ``aligned``
-    says the bucket width is a whole number of minutes (no minute straddles a boundary).
+    says the bucket width is a whole number of minutes (no minute straddles a boundary);
+    ``hours`` (width a whole number of hours) takes the whole hours ``[$h_s, $h_e)`` from
+    ``rollup_1h`` and only the minutes outside them from ``rollup_1m``.
     """
     value = _DOWNSAMPLE_VALUE[data_type]
     if not use_rollups:
         raw = _RAW_PART.format(value=value, edge_filter="")
         return _RAW_ONLY.format(raw=raw)
     raw = _RAW_PART.format(value=value, edge_filter=_EDGES_ALIGNED if aligned else _EDGES)
-    rollup = _ROLLUP_PART.format(**_ROLLUP_COLUMNS[data_type])
-    return _COMBINE.format(parts=f"{raw} UNION ALL {rollup}")
+    columns = _ROLLUP_COLUMNS[data_type]
+    minutes = _ROLLUP_PART.format(
+        table="rollup_1m",
+        key="minute",
+        lo="$s_full",
+        hi="$e_full",
+        extra=_MINUTE_INSIDE + (_NOT_WHOLE_HOURS if hours else ""),
+        **columns,
+    )
+    parts = [raw, minutes]
+    if hours:
+        parts.append(
+            _ROLLUP_PART.format(
+                table="rollup_1h", key="hour", lo="$h_s", hi="$h_e", extra="", **columns
+            )
+        )
+    return _COMBINE.format(parts=" UNION ALL ".join(parts))
+
+
+# read_changes: whole minutes from runs_1m (state and counter signals), the samples of the
+# partial minutes at the range edges (of the whole range for other signals, or with a
+# maximum gap) as runs of one; the caller joins the runs that continue.
+_STORED_RUNS: Final = """
+SELECT ts, last_ts, quality, {value} AS value, "count" FROM runs_1m
+WHERE signal_id = $sid AND minute >= $s_full AND minute < $e_full
+"""
+_SAMPLES_AS_RUNS: Final = """
+SELECT ts, ts AS last_ts, quality, {value} AS value, 1 AS "count" FROM samples
+WHERE signal_id = $sid AND {where}
+"""
+_ALL: Final = "ts >= $s AND ts < $e"
+_EDGES_ONLY: Final = "((ts >= $s AND ts < $s_full) OR (ts >= $e_full AND ts < $e))"
+
+
+def read_changes_sql(column: str, *, stored: bool) -> str:
+    """The runs of one signal, ``value`` from ``column``, in no particular order (see above).
+
+    (Sorting is left to the caller: the rows mostly come in time order already, and checking
+    that is cheaper than DuckDB's sort.)
+    """
+    sql = _SAMPLES_AS_RUNS.format(value=column, where=_EDGES_ONLY if stored else _ALL)
+    if stored:
+        sql += " UNION ALL " + _STORED_RUNS.format(value=column)
+    return sql
+
+
+_READ_ROLLUPS: Final = """
+SELECT {key} AS bucket, first_ts, {first} AS "first", last_ts, {last} AS "last",
+       {min} AS "min", {max} AS "max", {sum}::DOUBLE / "count" AS "avg", "count"
+FROM {table}
+WHERE signal_id = $sid AND {key} >= $s AND {key} < $e
+ORDER BY {key}
+"""
 
 
 def _as_ts(column: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray | pa.Array:
@@ -341,6 +584,7 @@ class DuckDBHistorian(Historian):
         self._executor: ThreadPoolExecutor | None = None
         self._by_id: dict[int, tuple[str, str]] = {}
         self._by_path: dict[str, int] = {}
+        self._runs: frozenset[int] = frozenset()
 
     def __repr__(self) -> str:
         return f"DuckDBHistorian({self.path!r})"
@@ -425,9 +669,10 @@ class DuckDBHistorian(Historian):
             con.execute("COMMIT")
 
     def _load_catalog(self, con: duckdb.DuckDBPyConnection) -> None:
-        rows = con.execute("SELECT signal_id, path, data_type FROM signals").fetchall()
-        self._by_id = {int(sid): (str(p), str(t)) for sid, p, t in rows}
+        rows = con.execute("SELECT signal_id, path, data_type, kind FROM signals").fetchall()
+        self._by_id = {int(sid): (str(p), str(t)) for sid, p, t, _ in rows}
         self._by_path = {p: sid for sid, (p, _) in self._by_id.items()}
+        self._runs = frozenset(int(sid) for sid, _, _, k in rows if k in RUN_KINDS)
 
     async def close(self) -> None:
         """Checkpoint and close the file; the historian can be opened again."""
@@ -531,14 +776,17 @@ class DuckDBHistorian(Historian):
             return 0
         prepared = table.set_column(1, "ts", table.column("ts").cast(pa.int64()))
         prepared = prepared.append_column("_row", pa.array(np.arange(n, dtype=np.int64)))
-        rollups = [
+        kinds = [
             kind
             for kind, columns in (("float", ("v_float",)), ("int", ("v_int", "v_bool")))
             if any(table.column(c).null_count < n for c in columns)
         ]
+        stage = batch_minutes_sql(kinds) if kinds else None
 
         def work(con: duckdb.DuckDBPyConnection) -> int:
             self._validate(table)
+            ids = pc.unique(table.column("signal_id")).to_pylist()
+            run_ids = sorted(int(i) for i in ids if int(i) in self._runs)
             con.register("_batch", prepared)
             try:
                 rows = con.sql(_NEWEST_ROWS).fetchnumpy()
@@ -547,8 +795,13 @@ class DuckDBHistorian(Historian):
 
                 def tx() -> None:
                     con.execute(_INSERT_SAMPLES)
-                    for kind in rollups:
-                        con.execute(merge_rollup_sql(kind))
+                    if stage is not None:
+                        con.execute(stage)
+                        for merge in _MERGE_INTO_ROLLUPS:
+                            con.execute(merge)
+                        con.execute(f"DROP TABLE {_STAGE}")
+                    if run_ids:
+                        self._encode_touched_minutes(con, run_ids)
                     con.execute(_MERGE_LATEST)
 
                 self._transaction(con, tx)
@@ -558,6 +811,16 @@ class DuckDBHistorian(Historian):
             return n
 
         return await self._run("append", work)
+
+    @staticmethod
+    def _encode_touched_minutes(con: duckdb.DuckDBPyConnection, run_ids: list[int]) -> None:
+        """Encode again every minute of ``runs_1m`` the batch has samples of ``run_ids`` in."""
+        con.execute(_TOUCHED, {"ids": run_ids})
+        (lo, hi), *_ = con.execute(_TOUCHED_RANGE).fetchall()
+        bounds = {"lo": lo, "hi": hi}
+        con.execute(_DELETE_TOUCHED_RUNS, bounds)
+        con.execute(_INSERT_TOUCHED_RUNS, bounds)
+        con.execute("DROP TABLE _touched")
 
     async def read_raw(
         self,
@@ -592,6 +855,53 @@ class DuckDBHistorian(Historian):
 
         return await self._run("read_raw", work)
 
+    async def read_changes(
+        self,
+        signal: str | int,
+        start: datetime,
+        end: datetime,
+        *,
+        max_gap: timedelta | None = None,
+    ) -> pa.Table:
+        """The samples of one signal in ``[start, end)`` run-length encoded, in SQL.
+
+        See :meth:`Historian.read_changes`. For state and counter signals (and no
+        ``max_gap``) the whole minutes come from the stored ``runs_1m``: a month of a 1 Hz
+        machine state is a few ten thousand rows. Otherwise, and for the partial minutes at
+        the range edges, the samples are read and encoded here.
+        """
+        sid, _, data_type = self._resolve(signal)
+        column = _VALUE_COLUMN[data_type]
+        s, e = to_us(start), to_us(end)
+        gap = None if max_gap is None else max_gap // timedelta(microseconds=1)
+        if gap is not None and gap < 0:
+            raise HistorianError(f"max_gap must not be negative, got {max_gap}")
+        params: dict[str, Any] = {"sid": sid, "s": s, "e": e}
+        stored = sid in self._runs and gap is None and _ceil(s, _MINUTE) < _floor(e, _MINUTE)
+        if stored:
+            params["s_full"] = _ceil(s, _MINUTE)
+            params["e_full"] = _floor(e, _MINUTE)
+        sql = read_changes_sql(column, stored=stored)
+        value_type = _VALUE_TYPE[data_type]
+
+        def work(con: duckdb.DuckDBPyConnection) -> pa.Table:
+            if e <= s:
+                t = pa.table({c: pa.array([], pa.int64()) for c in CHANGES_COLUMNS})
+            else:
+                t = con.sql(sql, params=params).to_arrow_table().combine_chunks()
+            t = merge_runs(_in_run_order(t), max_gap)  # timestamps still int64 µs
+            return pa.table(
+                {
+                    "ts": _as_ts(t.column("ts")),
+                    "last_ts": _as_ts(t.column("last_ts")),
+                    "quality": t.column("quality").cast(pa.uint8()),
+                    "value": t.column("value").cast(value_type),
+                    "count": t.column("count").cast(pa.int64()),
+                }
+            )
+
+        return await self._run("read_changes", work)
+
     async def downsample(
         self,
         signal: str | int,
@@ -602,8 +912,9 @@ class DuckDBHistorian(Historian):
         """Aggregate a numeric signal into epoch-aligned buckets (rollups + partial minutes).
 
         Minutes wholly inside one bucket and inside ``[start, end)`` come from
-        ``rollup_1m``; only the rows of minutes that straddle a bucket boundary or a range
-        edge are read raw. Buckets narrower than two minutes are computed from raw rows.
+        ``rollup_1m`` — whole hours from ``rollup_1h`` when the width is a whole number of
+        hours; only the rows of minutes that straddle a bucket boundary or a range edge are
+        read raw. Buckets narrower than two minutes are computed from raw rows.
         """
         return await self._downsample(signal, start, end, bucket, use_rollups=True)
 
@@ -633,11 +944,17 @@ class DuckDBHistorian(Historian):
         if e <= s:
             return _empty_downsample(out_type)
         use_rollups = use_rollups and b >= 2 * _MINUTE
+        hours = use_rollups and b % _HOUR == 0
         params: dict[str, Any] = {"sid": sid, "s": s, "e": e, "b": b, "o": _floor(s, b)}
         if use_rollups:
             params["s_full"] = _ceil(s, _MINUTE)
             params["e_full"] = _floor(e, _MINUTE)
-        sql = downsample_sql(data_type, use_rollups=use_rollups, aligned=b % _MINUTE == 0)
+        if hours:
+            params["h_s"] = _ceil(s, _HOUR)
+            params["h_e"] = _floor(e, _HOUR)
+        sql = downsample_sql(
+            data_type, use_rollups=use_rollups, aligned=b % _MINUTE == 0, hours=hours
+        )
 
         def work(con: duckdb.DuckDBPyConnection) -> pa.Table:
             t = con.sql(sql, params=params).to_arrow_table()
@@ -654,6 +971,44 @@ class DuckDBHistorian(Historian):
             )
 
         return await self._run("downsample", work)
+
+    async def rollups(
+        self,
+        signal: str | int,
+        granularity: Granularity,
+        start: datetime,
+        end: datetime,
+    ) -> pa.Table:
+        """The stored per-minute or per-hour rollups of a numeric signal, read directly.
+
+        Buckets whose start lies in ``[start, end)``, in order, with
+        :data:`~shopfloor.historian.base.ROLLUP_COLUMNS`.
+        """
+        sid, path, data_type = self._resolve(signal)
+        if data_type not in _DOWNSAMPLE_VALUE:
+            raise HistorianError(f"{path} has no rollups: it is a {data_type} signal")
+        rollup = _ROLLUPS.get(granularity)
+        if rollup is None:
+            raise HistorianError(
+                f"unknown rollup granularity {granularity!r}; use one of {sorted(_ROLLUPS)}"
+            )
+        out_type = pa.int64() if data_type == "int" else pa.float64()
+        sql = _READ_ROLLUPS.format(table=rollup.table, key=rollup.key, **_ROLLUP_COLUMNS[data_type])
+        params = {"sid": sid, "s": to_us(start), "e": to_us(end)}
+
+        def work(con: duckdb.DuckDBPyConnection) -> pa.Table:
+            t = con.sql(sql, params=params).to_arrow_table()
+            value, ts = out_type, TS_TYPE
+            kinds = (ts, ts, value, ts, value, value, value, pa.float64(), pa.int64())
+            types = dict(zip(ROLLUP_COLUMNS, kinds, strict=True))
+            return pa.table(
+                {
+                    name: _as_ts(t.column(name)) if typ == TS_TYPE else t.column(name).cast(typ)
+                    for name, typ in types.items()
+                }
+            )
+
+        return await self._run("rollups", work)
 
     async def latest(self, signals: Sequence[str | int] | None = None) -> pa.Table:
         """The newest sample of each signal (all signals with samples when ``None``)."""
@@ -777,11 +1132,18 @@ class DuckDBHistorian(Historian):
     async def apply_retention(self, older_than: datetime) -> RetentionResult:
         """Delete data older than ``older_than``.
 
-        Samples and rollups are cut at the minute that contains ``older_than`` (floor), so
-        every remaining rollup still summarises exactly the remaining samples; events are
-        deleted when they ended before the cut, dead letters when received before it.
+        Samples and minute rollups are cut at the minute that contains ``older_than``
+        (floor); hour rollups before the cut are deleted and the hour containing the cut is
+        rebuilt from its remaining minutes, so every remaining rollup still summarises
+        exactly the remaining samples. Events are deleted when they ended before the cut,
+        dead letters when received before it. ``rollups_deleted`` counts the rows removed
+        from the rollup tables and ``runs_1m`` (a rebuilt hour is not counted).
         """
         cut = _floor(to_us(older_than), _MINUTE)
+        hour = _floor(cut, _HOUR)
+        rebuild = merge_rollup_sql(
+            _ROLLUPS["1h"], source="rollup_1m", where="minute >= $lo AND minute < $hi"
+        )
 
         def work(con: duckdb.DuckDBPyConnection) -> RetentionResult:
             def count(sql: str, param: Any) -> int:
@@ -791,6 +1153,11 @@ class DuckDBHistorian(Historian):
             def tx() -> RetentionResult:
                 samples = count("DELETE FROM samples WHERE ts < ?", cut)
                 rollups = count("DELETE FROM rollup_1m WHERE minute < ?", cut)
+                rollups += count("DELETE FROM rollup_1h WHERE hour < ?", cut)
+                rollups += count("DELETE FROM runs_1m WHERE minute < ?", cut)
+                if hour < cut:  # the minutes left of the cut hour make it up again
+                    row = con.execute(rebuild, {"lo": hour, "hi": hour + _HOUR}).fetchone()
+                    rollups -= int(row[0]) if row else 0
                 count("DELETE FROM latest WHERE ts < ?", cut)
                 events = count(
                     "DELETE FROM events WHERE end_ts IS NOT NULL AND end_ts < ?", older_than
@@ -805,6 +1172,18 @@ class DuckDBHistorian(Historian):
     async def checkpoint(self) -> None:
         """Write the write-ahead log into the database file."""
         await self._run("checkpoint", lambda con: con.execute("CHECKPOINT"))
+
+
+def _in_run_order(runs: pa.Table) -> pa.Table:
+    """``runs`` ordered by first timestamp, quality, value (nulls last), as stored runs are.
+
+    Strictly increasing timestamps already are that order (the usual case: no sort).
+    """
+    ts = np.asarray(runs.column("ts").cast(pa.int64()).to_numpy())
+    if ts.size < 2 or bool((ts[1:] > ts[:-1]).all()):
+        return runs
+    keys = [(name, "ascending", "at_end") for name in ("ts", "quality", "value")]
+    return runs.take(pc.sort_indices(runs, options=pc.SortOptions(sort_keys=keys)))
 
 
 def _empty_downsample(value_type: pa.DataType) -> pa.Table:
