@@ -24,13 +24,38 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
+# psql as the postgres superuser over the local socket (peer authentication).
+pg_admin() {
+    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- psql -qtAX "$@"; else psql -qtAX "$@"; fi
+}
+
+# psql as the tests connect: postgres@127.0.0.1 without a password.
+pg_test() { psql -h 127.0.0.1 -U postgres -w -qtAX "$@"; }
+
 ensure_postgres() {
-    port_open 5432 && { echo "PostgreSQL is listening on 5432"; return; }
-    command -v pg_ctlcluster >/dev/null || apt_install postgresql
-    local ver
-    ver=$(ls /etc/postgresql | sort -V | tail -1)
-    pg_ctlcluster --skip-systemctl-redirect "$ver" main start
-    wait_port PostgreSQL 5432
+    local db=${SHOPFLOOR_TEST_PGDATABASE:-test}
+    if port_open 5432; then
+        echo "PostgreSQL is listening on 5432"
+        command -v psql >/dev/null || apt_install postgresql-client
+    else
+        command -v pg_ctlcluster >/dev/null || apt_install postgresql
+        local ver
+        ver=$(ls /etc/postgresql | sort -V | tail -1)
+        pg_ctlcluster --skip-systemctl-redirect "$ver" main start
+        wait_port PostgreSQL 5432
+    fi
+    # A fresh Debian cluster wants passwords on TCP: trust loopback (a throwaway test server).
+    if ! pg_test -d postgres -c 'SELECT 1' >/dev/null 2>&1; then
+        local hba
+        hba=$(pg_admin -c 'SHOW hba_file')
+        sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
+        pg_admin -c 'SELECT pg_reload_conf()' >/dev/null
+        echo "PostgreSQL trusts loopback connections now ($hba)"
+    fi
+    if [ "$(pg_test -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$db'")" != 1 ]; then
+        pg_test -d postgres -c "CREATE DATABASE \"$db\""
+        echo "created the PostgreSQL database $db"
+    fi
 }
 
 ensure_mosquitto() {

@@ -41,10 +41,23 @@ def historian_command(
     workdir: Path | None = typer.Option(
         None, "--dir", help="Where the temporary DuckDB files go (default: a temp dir)."
     ),
+    store: str = typer.Option(
+        "duckdb",
+        "--store",
+        help="duckdb, or a postgresql://user@host:port/db URL: the PostgreSQL engine against "
+        "a raw binary COPY (in temporary schemas, dropped afterwards).",
+    ),
 ) -> None:
-    """DuckDB historian: append rate against a plain insert, downsample time."""
+    """Historian engine: append rate against a raw insert of the same data, downsample time."""
     from shopfloor.bench._report import print_figures, write_report
     from shopfloor.bench.historian import HistorianBenchConfig, run_historian_bench
+    from shopfloor.bench.historian_postgres import run_postgres_historian_bench
+
+    scheme = store.partition(":")[0].lower()
+    if store != "duckdb" and scheme not in ("postgresql", "postgres"):
+        raise typer.BadParameter(
+            f"expected duckdb or a postgresql:// URL, not {store!r}", param_hint="--store"
+        )
 
     cfg = HistorianBenchConfig(
         rows=rows,
@@ -71,8 +84,12 @@ def historian_command(
                 tasks[phase] = bar.add_task(phase, total=total)
             bar.update(tasks[phase], completed=done)
 
-        figures = asyncio.run(run_historian_bench(cfg, Path(tmp), progress))
-    print_figures("DuckDB historian", figures, console=console)
+        if store == "duckdb":
+            figures = asyncio.run(run_historian_bench(cfg, Path(tmp), progress))
+        else:
+            figures = asyncio.run(run_postgres_historian_bench(cfg, store, progress))
+    title = "DuckDB historian" if store == "duckdb" else "PostgreSQL historian"
+    print_figures(title, figures, console=console)
     if json_out is not None:
         write_report(json_out, "historian", figures)
         console.print(f"wrote {json_out}")

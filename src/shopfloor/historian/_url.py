@@ -9,7 +9,7 @@ from shopfloor.historian.base import Historian
 
 __all__ = ["open_historian"]
 
-_SCHEMES = ("duckdb",)
+_SCHEMES = ("duckdb", "postgresql", "postgres")
 
 
 def open_historian(url: str) -> Historian:
@@ -20,7 +20,10 @@ def open_historian(url: str) -> Historian:
     * ``duckdb:///abs/path.duckdb`` — an absolute file path;
     * ``duckdb:relative/path.duckdb`` (or ``duckdb:/abs/path.duckdb``) — a file path;
     * ``duckdb://:memory:`` or ``duckdb::memory:`` — an in-memory database;
-    * a plain path ending in ``.duckdb``.
+    * a plain path ending in ``.duckdb``;
+    * ``postgresql://user@host:port/db`` (or ``postgres://``) — a PostgreSQL server, with
+      optional ``?schema=NAME`` (default ``public``), ``timescale=auto|on|off``,
+      ``pool_min=``/``pool_max=``; other query parameters go to libpq.
 
     Any other scheme raises :class:`~shopfloor.errors.HistorianError` naming it.
     """
@@ -36,6 +39,10 @@ def open_historian(url: str) -> Historian:
             f"cannot open historian {url!r}: expected a URL such as "
             "duckdb:///abs/path.duckdb, duckdb:relative/path.duckdb or duckdb://:memory:"
         )
+    if scheme.lower() in ("postgresql", "postgres"):
+        from shopfloor.historian._postgres import PostgresHistorian
+
+        return PostgresHistorian.from_url(text)
     if scheme.lower() != "duckdb":
         raise HistorianError(
             f"unknown historian scheme {scheme!r} in {url!r}; supported: {', '.join(_SCHEMES)}"
