@@ -1,7 +1,7 @@
 """The embedded historian engine: one DuckDB file.
 
-Layout (schema version 2; version 1 had no ``rollup_1h`` and no ``runs_1m``, the migration
-builds them from ``rollup_1m`` and the samples):
+Layout (schema version 3; version 1 had no ``rollup_1h`` and no ``runs_1m``, the migration
+builds them from ``rollup_1m`` and the samples; version 2 had no ``ingested_batches``):
 
 * ``signals`` — the catalog; ``signal_id`` comes from a sequence.
 * ``samples`` — the narrow table ``(signal_id, ts, quality, v_float, v_int, v_bool, v_str)``.
@@ -25,6 +25,8 @@ builds them from ``rollup_1m`` and the samples):
   rows at 1 Hz), so late, out-of-order and duplicate data stay exact.
 * ``latest`` — the newest sample of each signal, merged on append (reading it is then a
   lookup instead of a scan of every sample).
+* ``ingested_batches`` — the ids of the bus batches :meth:`DuckDBHistorian.append_once`
+  stored, recorded in the same transaction as their samples.
 * ``events``, ``dead_letters`` and ``schema_version``.
 
 DuckDB calls block, so every operation runs on one connection in one dedicated worker
@@ -64,7 +66,7 @@ from shopfloor.historian.base import (
 
 __all__ = ["RUN_KINDS", "SCHEMA_VERSION", "DuckDBHistorian"]
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """Version of the table layout this module creates and reads."""
 
 _MINUTE: Final = 60_000_000
@@ -393,6 +395,10 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             "samples WHERE signal_id IN (SELECT signal_id FROM signals "
             f"WHERE list_contains({sorted(RUN_KINDS)!r}, kind))"
         ),
+    ),
+    3: (
+        "CREATE TABLE IF NOT EXISTS ingested_batches (batch_id VARCHAR PRIMARY KEY, "
+        "ingested_at TIMESTAMPTZ NOT NULL DEFAULT now(), rows BIGINT NOT NULL)",
     ),
 }
 """Statements that bring the schema from version ``n - 1`` to ``n``."""
@@ -770,10 +776,54 @@ class DuckDBHistorian(Historian):
 
     async def append(self, batch: ReadingBatch) -> int:
         """Store a batch, merge its rollups and latest values in one transaction."""
-        table = batch.table
-        n = int(table.num_rows)
+        n = len(batch)
         if n == 0:
             return 0
+        await self._run("append", self._append_work(batch))
+        return n
+
+    async def append_once(
+        self,
+        batch_ids: Sequence[str],
+        batch: ReadingBatch,
+        dead_letters: pa.Table | None = None,
+    ) -> bool:
+        """Store readings, dead letters and ``batch_ids`` in one transaction, or nothing."""
+        ids = list(dict.fromkeys(batch_ids))
+        if not ids:
+            raise HistorianError("append_once needs at least one batch id")
+        letters = None
+        if dead_letters is not None and dead_letters.num_rows:
+            letters = _conform(dead_letters, DEAD_LETTER_SCHEMA, "dead letters")
+        return await self._run("append", self._append_work(batch, ids, letters))
+
+    async def stored_batches(self, batch_ids: Sequence[str]) -> set[str]:
+        """Which of ``batch_ids`` :meth:`append_once` has stored."""
+        ids = list(dict.fromkeys(batch_ids))
+        if not ids:
+            return set()
+        rows = await self._run(
+            "stored_batches",
+            lambda con: con.execute(
+                "SELECT batch_id FROM ingested_batches WHERE list_contains($ids, batch_id)",
+                {"ids": ids},
+            ).fetchall(),
+        )
+        return {str(i) for (i,) in rows}
+
+    def _append_work(
+        self,
+        batch: ReadingBatch,
+        batch_ids: list[str] | None = None,
+        dead_letters: pa.Table | None = None,
+    ) -> Callable[[duckdb.DuckDBPyConnection], bool]:
+        """The work of an append in the historian's thread: True when it stored the batch.
+
+        With ``batch_ids`` nothing is stored (False) when one of them is recorded already;
+        the connection is the only writer, so checking and recording cannot race.
+        """
+        table = batch.table
+        n = int(table.num_rows)
         prepared = table.set_column(1, "ts", table.column("ts").cast(pa.int64()))
         prepared = prepared.append_column("_row", pa.array(np.arange(n, dtype=np.int64)))
         kinds = [
@@ -783,7 +833,9 @@ class DuckDBHistorian(Historian):
         ]
         stage = batch_minutes_sql(kinds) if kinds else None
 
-        def work(con: duckdb.DuckDBPyConnection) -> int:
+        def work(con: duckdb.DuckDBPyConnection) -> bool:
+            if n == 0:
+                return self._transaction(con, lambda: record(con))
             self._validate(table)
             ids = pc.unique(table.column("signal_id")).to_pylist()
             run_ids = sorted(int(i) for i in ids if int(i) in self._runs)
@@ -793,7 +845,9 @@ class DuckDBHistorian(Historian):
                 newest = prepared.take(next(iter(rows.values()))).drop_columns(["_row"])
                 con.register("_newest", newest)
 
-                def tx() -> None:
+                def tx() -> bool:
+                    if not record(con):
+                        return False
                     con.execute(_INSERT_SAMPLES)
                     if stage is not None:
                         con.execute(stage)
@@ -803,14 +857,35 @@ class DuckDBHistorian(Historian):
                     if run_ids:
                         self._encode_touched_minutes(con, run_ids)
                     con.execute(_MERGE_LATEST)
+                    return True
 
-                self._transaction(con, tx)
+                return self._transaction(con, tx)
             finally:
                 con.unregister("_batch")
                 con.unregister("_newest")
-            return n
 
-        return await self._run("append", work)
+        def record(con: duckdb.DuckDBPyConnection) -> bool:
+            """Record the batch ids and store the dead letters (in the transaction)."""
+            if batch_ids:
+                row = con.execute(
+                    "SELECT count(*) FROM ingested_batches WHERE list_contains($ids, batch_id)",
+                    {"ids": batch_ids},
+                ).fetchone()
+                if row and row[0]:
+                    return False
+                con.executemany(
+                    "INSERT INTO ingested_batches (batch_id, rows) VALUES (?, ?)",
+                    [(i, n) for i in batch_ids],
+                )
+            if dead_letters is not None:
+                con.register("_letters", dead_letters)
+                try:
+                    con.execute("INSERT INTO dead_letters SELECT * FROM _letters")
+                finally:
+                    con.unregister("_letters")
+            return True
+
+        return work
 
     @staticmethod
     def _encode_touched_minutes(con: duckdb.DuckDBPyConnection, run_ids: list[int]) -> None:
@@ -1163,6 +1238,7 @@ class DuckDBHistorian(Historian):
                     "DELETE FROM events WHERE end_ts IS NOT NULL AND end_ts < ?", older_than
                 )
                 letters = count("DELETE FROM dead_letters WHERE received_at < ?", older_than)
+                count("DELETE FROM ingested_batches WHERE ingested_at < ?", older_than)
                 return RetentionResult(samples, rollups, events, letters)
 
             return self._transaction(con, tx)

@@ -232,9 +232,18 @@ async def _v2(conn: Connection, timescale: TimescaleMode) -> None:
     await conn.execute(rebuild_hours_sql())
 
 
+async def _v3(conn: Connection, timescale: TimescaleMode) -> None:
+    """The ids of the bus batches stored (idempotent appends of the workers)."""
+    await conn.execute(
+        "CREATE TABLE IF NOT EXISTS ingested_batches (batch_id text PRIMARY KEY, "
+        "ingested_at timestamptz NOT NULL DEFAULT now(), rows integer NOT NULL)"
+    )
+
+
 MIGRATIONS: Final[dict[int, Callable[[Connection, TimescaleMode], Awaitable[None]]]] = {
     1: _v1,
     2: _v2,
+    3: _v3,
 }
 """The step that brings the schema from version ``n - 1`` to ``n``."""
 

@@ -19,6 +19,8 @@ answer every query identically:
   aggregates consider; float signals use ``first … sum`` (``double precision``), int and
   bool signals the ``i_*`` columns (``bigint``, ``numeric`` sum: int64 values stay exact).
 * ``latest`` — the newest sample of each signal.
+* ``ingested_batches`` — the ids of the bus batches :meth:`append_once` stored, written in
+  the same transaction as their samples (a batch delivered twice is stored once).
 * ``events``, ``dead_letters``, ``historian_settings`` (how ``samples`` is partitioned) and
   ``schema_version``.
 
@@ -137,6 +139,9 @@ _COPY_STAGES: Final[dict[str, str]] = {
 _COPY_SAMPLES: Final = (
     "COPY samples (signal_id, ts, quality, v_float, v_int, v_bool, v_str) "
     "FROM STDIN (FORMAT BINARY)"
+)
+_COPY_DEAD_LETTERS: Final = (
+    "COPY dead_letters (received_at, source, location, reason, payload) FROM STDIN (FORMAT BINARY)"
 )
 _COPY_LATEST_STAGE: Final = "COPY pg_temp._latest_stage FROM STDIN (FORMAT BINARY)"
 _COPY_EVENT_STAGE: Final = "COPY pg_temp._event_stage FROM STDIN (FORMAT BINARY)"
@@ -263,6 +268,10 @@ def _rows_to_table(rows: list[tuple[Any, ...]], schema: pa.Schema) -> pa.Table:
 
 
 Connection = psycopg.AsyncConnection[Any]
+
+
+class _AlreadyStoredError(Exception):
+    """Raised inside :meth:`PostgresHistorian.append_once`'s transaction to roll it back."""
 
 
 class PostgresHistorian(Historian):
@@ -656,12 +665,86 @@ class PostgresHistorian(Historian):
                 break
         return n
 
-    async def _write(self, prepared: PreparedBatch) -> None:
+    async def append_once(
+        self,
+        batch_ids: Sequence[str],
+        batch: ReadingBatch,
+        dead_letters: pa.Table | None = None,
+    ) -> bool:
+        """Store readings, dead letters and ``batch_ids`` in one transaction, or nothing.
+
+        The ids go into ``ingested_batches`` first (``ON CONFLICT DO NOTHING``); when one
+        was there already the transaction is rolled back. A concurrent transaction holding
+        one of the ids makes this one wait for its outcome (the primary key's lock).
+        """
+        ids = list(dict.fromkeys(batch_ids))
+        if not ids:
+            raise HistorianError("append_once needs at least one batch id")
+        if self._pool is None:
+            raise HistorianError(f"historian {self.display} is not open")
+        table = batch.table
+        n = int(table.num_rows)
+        prepared: PreparedBatch | None = None
+        if n:
+            await self._validate(table)
+            prepared = await asyncio.to_thread(prepare_batch, table)
+        letters: bytes | None = None
+        if dead_letters is not None and dead_letters.num_rows:
+            rows = _conform(dead_letters, DEAD_LETTER_SCHEMA, "dead letters")
+            columns = [CopyColumn(t, rows.column(i)) for i, t in enumerate(_DEAD_LETTER_TYPES)]
+            letters = await asyncio.to_thread(encode_binary, columns)
+        for attempt in (0, 1):
+            if prepared is not None and self.partitioning == "native":
+                await self._ensure_partitions(prepared.days)
+            try:
+                await self._write(prepared, ids, n, letters)
+            except _AlreadyStoredError:
+                return False
+            except HistorianError as exc:
+                if attempt or not isinstance(exc.__cause__, psycopg.errors.CheckViolation):
+                    raise
+                async with self._connection("listing partitions") as conn:
+                    self._partitions = await self._partition_days(conn)
+            else:
+                break
+        return True
+
+    async def stored_batches(self, batch_ids: Sequence[str]) -> set[str]:
+        """Which of ``batch_ids`` :meth:`append_once` has stored."""
+        ids = list(dict.fromkeys(batch_ids))
+        if not ids:
+            return set()
+        async with self._connection("stored_batches") as conn:
+            cur = await conn.execute(
+                "SELECT batch_id FROM ingested_batches WHERE batch_id = ANY(%s)", (ids,)
+            )
+            return {str(i) for (i,) in await cur.fetchall()}
+
+    async def _write(
+        self,
+        prepared: PreparedBatch | None,
+        batch_ids: Sequence[str] = (),
+        rows: int = 0,
+        dead_letters: bytes | None = None,
+    ) -> None:
         async with (
             self._connection("append") as conn,
             conn.transaction(),
             conn.cursor() as cur,
         ):
+            if batch_ids:
+                await cur.execute(
+                    "INSERT INTO ingested_batches (batch_id, rows) "
+                    "SELECT unnest(%s::text[]), %s ON CONFLICT DO NOTHING",
+                    (list(batch_ids), rows),
+                )
+                if cur.rowcount != len(batch_ids):
+                    raise _AlreadyStoredError  # rolls the transaction back
+            if dead_letters is not None:
+                async with cur.copy(_COPY_DEAD_LETTERS) as copy:
+                    await copy.write(dead_letters)
+            if prepared is None:
+                return
             async with cur.copy(_COPY_SAMPLES) as copy:
                 await copy.write(prepared.samples)
             for granularity, data in prepared.rollups.items():
@@ -957,14 +1040,10 @@ class PostgresHistorian(Historian):
             return 0
         columns = [CopyColumn(t, table.column(i)) for i, t in enumerate(_DEAD_LETTER_TYPES)]
         data = await asyncio.to_thread(encode_binary, columns)
-        copy_sql = (
-            "COPY dead_letters (received_at, source, location, reason, payload) "
-            "FROM STDIN (FORMAT BINARY)"
-        )
         async with (
             self._connection("append_dead_letters") as conn,
             conn.cursor() as cur,
-            cur.copy(copy_sql) as copy,
+            cur.copy(_COPY_DEAD_LETTERS) as copy,
         ):
             await copy.write(data)
         return n
@@ -1046,6 +1125,7 @@ class PostgresHistorian(Historian):
             letters = await delete(
                 conn, "DELETE FROM dead_letters WHERE received_at < %s", older_than
             )
+            await delete(conn, "DELETE FROM ingested_batches WHERE ingested_at < %s", older_than)
         self._partitions -= set(dropped)
         return RetentionResult(samples, rollups, events, letters)
 

@@ -132,6 +132,27 @@ class Historian(ABC):
     async def append(self, batch: ReadingBatch) -> int:
         """Store a batch (and update rollups) atomically; return the number of rows."""
 
+    async def append_once(
+        self,
+        batch_ids: Sequence[str],
+        batch: ReadingBatch,
+        dead_letters: pa.Table | None = None,
+    ) -> bool:
+        """Store ``batch`` and ``dead_letters`` once: the idempotent append of the bus workers.
+
+        The readings, the dead letters and the ids in ``batch_ids`` (the batches they came
+        from; at least one) are stored in one transaction. When one of the ids is recorded
+        already, nothing is stored and the result is False: a batch delivered again after a
+        worker died between the commit and its acknowledgement is not stored twice. Use
+        :meth:`stored_batches` to find out which ids to leave out. The ids are kept until a
+        retention run deletes those recorded before its cut.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no idempotent append")
+
+    async def stored_batches(self, batch_ids: Sequence[str]) -> set[str]:
+        """Which of ``batch_ids`` :meth:`append_once` has stored."""
+        raise NotImplementedError(f"{type(self).__name__} has no idempotent append")
+
     @abstractmethod
     async def read_raw(
         self,
@@ -238,7 +259,10 @@ class Historian(ABC):
 
     @abstractmethod
     async def apply_retention(self, older_than: datetime) -> RetentionResult:
-        """Delete samples, rollups, ended events and dead letters older than ``older_than``."""
+        """Delete samples, rollups, ended events and dead letters older than ``older_than``.
+
+        Batch ids of :meth:`append_once` recorded before ``older_than`` go too.
+        """
 
 
 def run_length_encode(raw: pa.Table, max_gap: timedelta | None = None) -> pa.Table:
