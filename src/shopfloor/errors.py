@@ -10,9 +10,12 @@ from __future__ import annotations
 __all__ = [
     "AlarmError",
     "BatchError",
+    "BufferClosedError",
+    "BufferFullError",
     "ConfigError",
     "ConnectionFailed",
     "ConnectorError",
+    "EdgeBufferError",
     "HistorianError",
     "NotificationError",
     "ShopfloorError",
@@ -54,3 +57,17 @@ class AlarmError(ShopfloorError):
 
 class NotificationError(ShopfloorError):
     """An alarm notification could not be delivered (after its retries)."""
+
+
+class EdgeBufferError(ShopfloorError):
+    """The edge store-and-forward buffer cannot be used: its file is locked by another
+    process, corrupt, not a buffer, or unwritable (the message names the path)."""
+
+
+class BufferFullError(EdgeBufferError):
+    """The edge buffer is full and its overflow policy is ``reject`` (or a payload is larger
+    than the whole buffer); the refusal is recorded as a dropped batch."""
+
+
+class BufferClosedError(EdgeBufferError):
+    """The edge buffer was closed while a caller waited on it (or is used after ``close``)."""

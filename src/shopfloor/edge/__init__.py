@@ -1,4 +1,5 @@
-"""The edge of the pipeline: columnar batches, the mapper, dead letters, the embedded pipeline."""
+"""The edge of the pipeline: columnar batches, the mapper, dead letters, the embedded pipeline,
+the store-and-forward buffer."""
 
 from __future__ import annotations
 
@@ -9,6 +10,13 @@ from shopfloor.edge.batch import (
     RawBatch,
     RawBatchBuilder,
     ReadingBatch,
+)
+from shopfloor.edge.buffer import (
+    DropRecord,
+    EdgeBuffer,
+    EdgeBufferStats,
+    Forwarder,
+    ForwarderStats,
 )
 from shopfloor.edge.deadletter import DEAD_LETTER_SCHEMA, DeadLetterBuilder
 from shopfloor.edge.events import EVENT_SCHEMA
@@ -21,6 +29,11 @@ __all__ = [
     "RAW_SCHEMA",
     "READING_SCHEMA",
     "DeadLetterBuilder",
+    "DropRecord",
+    "EdgeBuffer",
+    "EdgeBufferStats",
+    "Forwarder",
+    "ForwarderStats",
     "MapResult",
     "Mapper",
     "Observer",
