@@ -51,6 +51,7 @@ def _register() -> None:
         _api,
         _bench,
         _bench_anomaly,
+        _bench_buffer,
         _bench_ingest,
         _bench_oee,
         _bench_opcua,
@@ -67,6 +68,7 @@ def _register() -> None:
     _bench_ingest.register(_bench.app)
     _bench_anomaly.register(_bench.app)
     _bench_oee.register(_bench.app)
+    _bench_buffer.register(_bench.app)
     app.add_typer(_bench.app, name="bench")
     _query.register(app)
     _connect.register(app)
