@@ -44,7 +44,9 @@ table (seq range, count, bytes, reason ``overflow`` / ``rejected`` / ``too_large
 and last time), consecutive losses of one episode extend one row; the totals are the
 :attr:`EdgeBuffer.dropped_count` and :attr:`EdgeBuffer.dropped_bytes` gauges (kept across
 restarts), :meth:`EdgeBuffer.dropped_records` lists them, and a warning is logged when an
-episode starts and then at most once a minute while it lasts.
+episode starts and then at most once a minute while it lasts. (A payload dropped while the
+forwarder is sending it still arrives; it is counted as dropped all the same: the count
+errs on the side of loss.)
 
 Size the buffer for the longest outage to ride out: ``max_bytes`` ÷ the edge's payload
 bytes per second, e.g. 1 GiB at 50 KB/s ≈ 5.8 hours — and below the free disk space: a full
