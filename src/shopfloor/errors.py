@@ -12,6 +12,7 @@ __all__ = [
     "BatchError",
     "BufferClosedError",
     "BufferFullError",
+    "BusError",
     "ConfigError",
     "ConnectionFailed",
     "ConnectorError",
@@ -71,3 +72,9 @@ class BufferFullError(EdgeBufferError):
 
 class BufferClosedError(EdgeBufferError):
     """The edge buffer was closed while a caller waited on it (or is used after ``close``)."""
+
+
+class BusError(ShopfloorError):
+    """The message bus (NATS JetStream, the in-process bus) refused or could not take a
+    publish, a fetch or an acknowledgement: the broker is unreachable, the stream is full,
+    a message is too large. The message names the bus URL and what was attempted."""

@@ -59,6 +59,7 @@ def _register() -> None:
         _kpi,
         _model,
         _query,
+        _scale,
         _sim,
         _up,
     )
@@ -77,6 +78,7 @@ def _register() -> None:
     _kpi.register(app)
     app.add_typer(_alarms.app, name="alarms")
     _api.register(app)
+    _scale.register(app)
 
 
 def main() -> None:
