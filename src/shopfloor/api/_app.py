@@ -67,6 +67,7 @@ def create_app(
     without, the server is read-only over the historian and setpoint writes answer 503.
     """
     from shopfloor.api import (
+        _aas_routes,
         _data_routes,
         _event_routes,
         _export_routes,
@@ -105,5 +106,6 @@ def create_app(
         _export_routes,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.mount(_aas_routes.AAS_PREFIX, _aas_routes.aas_app(app.state.ctx))
     problem_openapi(app)
     return app

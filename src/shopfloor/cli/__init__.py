@@ -47,6 +47,7 @@ def _register() -> None:
     _registered = True
     # Imported here so that each group module can import `app` helpers without cycles.
     from shopfloor.cli import (
+        _aas,
         _alarms,
         _api,
         _bench,
@@ -65,6 +66,7 @@ def _register() -> None:
     )
 
     app.add_typer(_model.app, name="model")
+    app.add_typer(_aas.app, name="aas")
     _bench_opcua.register(_bench.app)
     _bench_ingest.register(_bench.app)
     _bench_anomaly.register(_bench.app)
