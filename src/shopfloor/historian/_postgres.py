@@ -472,12 +472,17 @@ class PostgresHistorian(Historian):
             await self._load_catalog(conn)
 
     async def register_signals(self, signals: Sequence[SignalInfo]) -> dict[str, int]:
-        """Add signals to the catalog (idempotent); return ``path -> signal_id``."""
+        """Add signals to the catalog (idempotent); return ``path -> signal_id``.
+
+        One query finds the known ones, one ``INSERT … SELECT FROM unnest(…)`` adds the rest.
+        """
         for s in signals:
             if s.data_type not in _DATA_TYPES:
                 raise HistorianError(f"signal {s.path}: unknown data type {s.data_type!r}")
         wanted = {s.path: s for s in signals}
         paths = list(wanted)
+        if not paths:
+            return {}
 
         async def existing(conn: Connection) -> dict[str, tuple[int, str]]:
             cur = await conn.execute(
@@ -514,7 +519,12 @@ class PostgresHistorian(Historian):
                 )
                 found = await existing(conn)
                 check(found)  # another process may have registered one with another type
-            await self._load_catalog(conn)
+        # committed: what this call saw joins the cached catalog (a full reload per call
+        # made registering N signals in small calls quadratic; ids unknown to the cache
+        # reload it anyway)
+        for path, (sid, data_type) in found.items():
+            self._by_id[sid] = (path, data_type)
+            self._by_path[path] = sid
         return {p: found[p][0] for p in paths}
 
     async def signals(self) -> pa.Table:
