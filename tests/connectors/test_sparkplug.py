@@ -528,27 +528,56 @@ async def test_seq_wraps_past_255_without_a_rebirth(group: str) -> None:
 
 
 @needs_broker
-async def test_gap_requests_a_rebirth_and_data_waits_for_it(group: str) -> None:
-    async with running(group) as h, Edge(group, "edge1") as e:
+async def test_gap_requests_a_rebirth_and_the_data_around_it_is_kept(group: str) -> None:
+    """Lost messages are lost, but the birth still holds: what comes after a gap, until the
+    answering NBIRTH, is decoded with it (Sparkplug 3.0: an edge node stops sending data
+    when it gets the request, and aliases change only with a new NBIRTH)."""
+    async with running(group, rebirth_interval_s=0) as h, Edge(group, "edge1") as e:
         await _born(h, e)
         await e.send("NDATA", [Metric(alias=2, datatype=DataType.Int32, value=1)])
-        e.seq += 1  # one message lost
-        await e.send("NDATA", [Metric(alias=2, datatype=DataType.Int32, value=3)])
+        e.seq += 2  # two messages lost
+        await e.send("NDATA", [Metric(alias=2, datatype=DataType.Int32, value=4)])
         (cmd,) = await e.rebirths()
         (m,) = cmd.metrics
         assert (m.name, m.datatype, m.value) == ("Node Control/Rebirth", DataType.Boolean, True)
-        # until the rebirth, the node's data is not trusted
-        await e.send("NDATA", [Metric(alias=2, datatype=DataType.Int32, value=4)])
-        await h.until(lambda: len(h.letters) == 2)
-        assert "seq gap (expected 3, got 4)" in h.letters[0]["reason"]
-        assert "before NBIRTH" in h.letters[1]["reason"]
-        assert h.letters[0]["location"] == e.topic("NDATA")
+        # data racing the request, and another gap before the birth: kept, no second request
+        await e.send("DDATA", [Metric(alias=11, datatype=DataType.UInt16, value=7)], "press1")
+        e.seq += 1
+        await e.send("NDATA", [Metric(alias=2, datatype=DataType.Int32, value=6)])
+        await h.until(lambda: h.values(f"{group}/edge1/Count")[-1:] == [6])
+        assert h.values(f"{group}/edge1/Count") == [-7, 1, 4, 6]
+        assert h.values(f"{group}/edge1/press1/Speed") == [1200, 7]
+        assert h.c.metrics.seq_gaps_total == 2
+        assert h.c.metrics.messages_lost_total == 3
+        assert h.c.metrics.rebirth_requests_total == 1  # the first one is not answered yet
         await e.send("NBIRTH", NODE_METRICS)
         await e.send("NDATA", [Metric(alias=2, datatype=DataType.Int32, value=5)])
         await h.until(lambda: h.values(f"{group}/edge1/Count")[-1:] == [5])
-        assert h.values(f"{group}/edge1/Count") == [-7, 1, -7, 5]
-        assert h.c.metrics.seq_gaps_total == 1
-        assert h.c.metrics.rebirth_requests_total == 1  # rate limited per node
+        # answered: the next gap asks again at once
+        e.seq += 1
+        await e.send("NDATA", [Metric(alias=2, datatype=DataType.Int32, value=9)])
+        await e.rebirths(2)
+        await h.until(lambda: h.values(f"{group}/edge1/Count")[-1:] == [9])
+        assert h.values(f"{group}/edge1/Count") == [-7, 1, 4, 6, -7, 5, 9]
+        assert h.letters == []
+        assert h.c.node_online(group, "edge1")
+
+
+@needs_broker
+async def test_an_unanswered_rebirth_request_is_repeated_after_the_timeout(group: str) -> None:
+    opts = {"rebirth_interval_s": 0, "rebirth_timeout_s": 0.3}
+    async with running(group, **opts) as h, Edge(group, "edge1") as e:
+        await e.send("NDATA", [Metric(alias=2, datatype=DataType.Int32, value=1)], seq=7)
+        await e.rebirths()
+        await e.send("NDATA", [Metric(alias=2, datatype=DataType.Int32, value=2)], seq=8)
+        await h.until(lambda: len(h.letters) == 2)
+        assert h.c.metrics.rebirth_requests_total == 1  # within the timeout
+        await asyncio.sleep(0.4)
+        await e.send("NDATA", [Metric(alias=2, datatype=DataType.Int32, value=3)], seq=9)
+        await e.rebirths(2)
+        await h.until(lambda: len(h.letters) == 3)
+        assert all("before NBIRTH" in letter["reason"] for letter in h.letters)
+        assert h.rows == []
 
 
 @needs_broker

@@ -12,9 +12,19 @@ One MQTT session per connection. The host
   metrics with name, datatype and alias, DBIRTH a device's; NDATA/DDATA resolve aliases;
   ``seq`` must go up by one (modulo 256) on every NDATA, DBIRTH, DDATA and DDEATH;
 * asks for a rebirth (NCMD ``Node Control/Rebirth`` = true) on a ``seq`` gap, on data from a
-  node or device that has not been born, and on an unknown metric or alias — and ignores that
-  node's data (dead letters with the reason) until its next NBIRTH. Rebirth requests to one
-  node are at most one per ``rebirth_interval_s``;
+  node or device that has not been born, and on an unknown metric or alias. A gap means
+  messages were lost on the way (a broker drops QoS 0 messages for a subscriber that falls
+  behind); the birth is still the node's current one — an alias only changes with a new
+  NBIRTH — so the data after the gap, and until the answering birth arrives (an edge node
+  stops sending data when it gets the request), is decoded with it and kept; the lost
+  messages are counted in :attr:`SparkplugMetrics.seq_gaps_total`. Data from a node or
+  device that is not born in this host session (never seen, after its death, or before its
+  first birth since the host reconnected — the node may have been born again with other
+  aliases meanwhile), and data naming an alias or metric its birth did not declare, cannot be
+  decoded with certainty: dead letters with the reason until the next NBIRTH. Rebirth
+  requests to one node are at most one per ``rebirth_interval_s``, and while one is not
+  answered by an NBIRTH it is repeated only after ``rebirth_timeout_s`` (a host that falls
+  behind would otherwise flood the edge nodes, and itself, with births);
 * on NDEATH (only with the ``bdSeq`` of the current session — a stale NDEATH is ignored) and
   DDEATH emits one row per known metric of the node (and its devices) or of the device, with
   no value and quality ``BAD_NOT_CONNECTED``, at the death's time.
@@ -59,6 +69,8 @@ Connection options:
     Emit every metric; otherwise only the addresses of the configured points.
 ``rebirth_interval_s`` (default 2)
     Least time between two rebirth requests to the same edge node.
+``rebirth_timeout_s`` (default 30)
+    How long an unanswered rebirth request is awaited before the next one.
 ``flush_interval_ms`` (default 100), ``flush_rows`` (default 10000)
     Batching of readings and dead letters.
 ``reconnect_initial_s`` (default 0.5), ``reconnect_max_s`` (default 30)
@@ -201,6 +213,7 @@ class SparkplugSettings:
     tls_insecure: bool = False
     auto_discover: bool | None = None
     rebirth_interval_s: float = 2.0
+    rebirth_timeout_s: float = 30.0
     flush_interval_ms: float = 100.0
     flush_rows: int = 10_000
     reconnect_initial_s: float = 0.5
@@ -240,6 +253,7 @@ class SparkplugSettings:
         try:
             for key in (
                 "rebirth_interval_s",
+                "rebirth_timeout_s",
                 "flush_interval_ms",
                 "reconnect_initial_s",
                 "reconnect_max_s",
@@ -269,6 +283,9 @@ class SparkplugMetrics:
     stale_deaths_total: int = 0
     rebirth_requests_total: int = 0
     seq_gaps_total: int = 0
+    """Sequence gaps: places where one or more messages of an edge node were lost."""
+    messages_lost_total: int = 0
+    """Messages missing at the gaps, from the ``seq`` distance (modulo 256)."""
     dead_letters_total: int = 0
     historical_total: int = 0
     commands_total: int = 0
@@ -321,6 +338,8 @@ class _Node:
     scope: _Scope = field(default_factory=_Scope)
     devices: dict[str, _Scope] = field(default_factory=dict)
     last_rebirth: float = -1e18
+    rebirth_pending: bool = False
+    """A rebirth was requested and no NBIRTH has answered it yet."""
 
 
 def _now_ms() -> int:
@@ -572,6 +591,15 @@ class SparkplugConnector(Connector):
     async def _session(self, backoff: Backoff) -> None:
         s = self.settings
         self._state_ts = _now_ms()
+        inbox: list[asyncio.Queue[aiomqtt.Message]] = []
+
+        class _Inbox(asyncio.Queue[aiomqtt.Message]):
+            """aiomqtt's message queue, kept here so that a backlog is drained in one go."""
+
+            def __init__(self, maxsize: int = 0) -> None:
+                super().__init__(maxsize)
+                inbox.append(self)
+
         client = aiomqtt.Client(
             s.host,
             s.port,
@@ -583,6 +611,7 @@ class SparkplugConnector(Connector):
             will=aiomqtt.Will(self.state_topic, self._state_payload(False), qos=1, retain=True),
             clean_session=True,
             timeout=10.0,
+            queue_type=_Inbox,
         )
         async with client:
             await client.subscribe(self.state_topic, qos=1)
@@ -597,7 +626,13 @@ class SparkplugConnector(Connector):
             backoff.reset()
             try:
                 async for message in client.messages:
-                    await self._on_message(str(message.topic), bytes(message.payload or b""))
+                    # the iterator waits for a message or a disconnect (a task each time);
+                    # what queued up behind it is taken straight from the queue
+                    await self._on_message(message.topic.value, _payload(message))
+                    queue = inbox[0] if inbox else None
+                    while queue is not None and not queue.empty():
+                        message = queue.get_nowait()
+                        await self._on_message(message.topic.value, _payload(message))
             finally:
                 self._client = None
                 if _cancelling():
@@ -815,6 +850,7 @@ class SparkplugConnector(Connector):
     def _on_nbirth(self, node: _Node, msg: Payload, topic: str, payload: bytes) -> None:
         bd_seq = next((m.value for m in msg.metrics if m.name == "bdSeq"), None)
         node.born = True
+        node.rebirth_pending = False
         node.bd_seq = bd_seq if isinstance(bd_seq, int) else None
         node.seq = msg.seq if msg.seq is not None else 0
         node.devices.clear()
@@ -840,16 +876,18 @@ class SparkplugConnector(Connector):
             if scope.alive:
                 self._emit_stale(node, device, scope, ts)
 
-    async def _distrust(
-        self, node: _Node, topic: str, reason: str, payload: bytes, *, gap: bool = False
-    ) -> None:
-        """Dead-letter untrusted data and ask for a rebirth (at most once per interval)."""
+    async def _distrust(self, node: _Node, topic: str, reason: str, payload: bytes) -> None:
+        """Dead-letter data that cannot be trusted and ask for a rebirth."""
         node.born = False
-        if gap:
-            self.metrics.seq_gaps_total += 1
         self._dead_letter(topic, f"{node.group}/{node.edge}", reason, payload)
+        await self._ask_rebirth(node, reason)
+
+    async def _ask_rebirth(self, node: _Node, reason: str) -> None:
+        """Ask ``node`` for a rebirth, unless one was asked for recently (module doc)."""
         now = time.monotonic()
-        if now - node.last_rebirth < self.settings.rebirth_interval_s:
+        s = self.settings
+        wait = s.rebirth_timeout_s if node.rebirth_pending else s.rebirth_interval_s
+        if now - node.last_rebirth < wait:
             return
         node.last_rebirth = now
         try:
@@ -857,6 +895,7 @@ class SparkplugConnector(Connector):
         except ConnectorError as exc:
             logger.warning("Sparkplug %s: rebirth request failed: %s", self._where(), exc)
         else:
+            node.rebirth_pending = True
             logger.info(
                 "Sparkplug %s: asked %s/%s for a rebirth: %s",
                 self._where(),
@@ -868,23 +907,29 @@ class SparkplugConnector(Connector):
     async def _in_sequence(
         self, node: _Node, kind: str, seq: int | None, topic: str, payload: bytes
     ) -> bool:
-        """Whether a sequenced message is trusted (the node born, ``seq`` the next one)."""
+        """Whether a sequenced message is trusted (the node born, ``seq`` present).
+
+        A gap in ``seq`` is counted and answered with a rebirth request; the message is
+        trusted all the same (module doc) and the count goes on from its ``seq``.
+        """
         if not node.born:
             await self._distrust(
                 node, topic, f"{kind} before NBIRTH: not trusted, rebirth requested", payload
             )
             return False
-        expected = (node.seq + 1) % 256
-        if seq != expected:
+        if seq is None:
             await self._distrust(
-                node,
-                topic,
-                f"{kind}: seq gap (expected {expected}, got {seq}): rebirth requested",
-                payload,
-                gap=True,
+                node, topic, f"{kind} without seq: not trusted, rebirth requested", payload
             )
             return False
-        node.seq = expected
+        expected = (node.seq + 1) % 256
+        node.seq = seq
+        if seq != expected:
+            self.metrics.seq_gaps_total += 1
+            self.metrics.messages_lost_total += (seq - expected) % 256
+            await self._ask_rebirth(
+                node, f"{kind}: seq gap (expected {expected}, got {seq}) on {topic}"
+            )
         return True
 
     async def _on_sequenced(
@@ -972,6 +1017,11 @@ class SparkplugConnector(Connector):
             letters = self._letters.build()
             if self.dead_letter_sink is not None:
                 await self.dead_letter_sink(letters)
+
+
+def _payload(message: aiomqtt.Message) -> bytes:
+    payload = message.payload
+    return payload if isinstance(payload, bytes) else bytes(payload or b"")
 
 
 def _cancelling() -> bool:
