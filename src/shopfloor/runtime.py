@@ -215,12 +215,16 @@ class Runtime:
             return {}
         ids = await self.historian.register_signals([sig for _, sig in found.values()])
         routes = {}
+        new: dict[str, int] = defaultdict(int)
         for key, (data_type, sig) in found.items():
             routes[key] = Route(ids[sig.path], data_type)
             if sig.path not in self.signal_ids:
                 self.discovered[sig.path] = sig
-                log.info("new signal %s (from %s %s)", sig.path, key[0], key[1])
+                new[key[0]] += 1
+                log.debug("new signal %s (from %s %s)", sig.path, key[0], key[1])
             self.signal_ids[sig.path] = ids[sig.path]
+        for conn_name, count in new.items():  # one line per batch, not one per signal
+            log.info("%d new signal(s) from connection %s", count, conn_name)
         return routes
 
     async def __aexit__(

@@ -47,11 +47,27 @@ class MapResult:
 
     readings: ReadingBatch
     dead_letters: pa.Table
+    unknown: tuple[tuple[str, str], ...] = ()
+    """The distinct ``(source, address)`` keys no route covers (their rows are dead letters)."""
 
     @property
     def rejected(self) -> int:
         """Number of rows that became dead letters."""
         return int(self.dead_letters.num_rows)
+
+
+def _columns(
+    routes: Mapping[tuple[str, str], Route],
+) -> tuple[pa.Array, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Keys, signal ids, type codes, scales and offsets of ``routes``, in their order."""
+    values = list(routes.values())
+    return (
+        pa.array([f"{src}{_SEP}{addr}" for src, addr in routes], pa.string()),
+        np.array([r.signal_id for r in values], dtype=np.int32),
+        np.array([_TYPES.index(r.data_type) for r in values], dtype=np.int8),
+        np.array([r.scale for r in values], dtype=np.float64),
+        np.array([r.offset for r in values], dtype=np.float64),
+    )
 
 
 def _null_mask(arr: pa.Array) -> np.ndarray:
@@ -63,21 +79,33 @@ class Mapper:
 
     def __init__(self, routes: Mapping[tuple[str, str], Route]) -> None:
         self.routes: Mapping[tuple[str, str], Route] = dict(routes)
-        keys = [f"{src}{_SEP}{addr}" for src, addr in routes]
-        values = list(routes.values())
-        self._keys = pa.array(keys, pa.string())
-        self._signal_id = np.array([r.signal_id for r in values], dtype=np.int32)
-        self._type = np.array([_TYPES.index(r.data_type) for r in values], dtype=np.int8)
-        self._scale = np.array([r.scale for r in values], dtype=np.float64)
-        self._offset = np.array([r.offset for r in values], dtype=np.float64)
+        self._keys, self._signal_id, self._type, self._scale, self._offset = _columns(routes)
         self._scaled = (self._scale != 1.0) | (self._offset != 0.0)
 
     def __len__(self) -> int:
         return len(self._keys)
 
     def with_routes(self, extra: Mapping[tuple[str, str], Route]) -> Mapper:
-        """A mapper that also knows ``extra`` (e.g. signals discovered at run time)."""
-        return Mapper({**self.routes, **extra})
+        """A mapper that also knows ``extra`` (e.g. signals discovered at run time).
+
+        New keys are appended to this mapper's columns (signals discovered a few at a time
+        must not rebuild a table of every route each time); a key that is known already is
+        replaced, which rebuilds.
+        """
+        if any(k in self.routes for k in extra):
+            return Mapper({**self.routes, **extra})
+        out = Mapper.__new__(Mapper)
+        out.routes = {**self.routes, **extra}
+        cols = _columns(extra)
+        out._keys = pa.concat_arrays([self._keys, cols[0]])
+        out._signal_id, out._type, out._scale, out._offset = (
+            np.concatenate([a, b])
+            for a, b in zip(
+                (self._signal_id, self._type, self._scale, self._offset), cols[1:], strict=True
+            )
+        )
+        out._scaled = (out._scale != 1.0) | (out._offset != 0.0)
+        return out
 
     def unknown(self, raw: RawBatch) -> list[tuple[str, str]]:
         """The distinct ``(source, address)`` keys of ``raw`` that no route covers."""
@@ -112,14 +140,17 @@ class Mapper:
         if len(self) == 0:
             reason = "address not bound to any signal in the factory file"
             dead = dead_letters_from_raw_rows(t, [reason] * n, received_at)
-            return MapResult(ReadingBatch.empty(), dead)
+            return MapResult(ReadingBatch.empty(), dead, tuple(self.unknown(raw)))
         keys = pc.binary_join_element_wise(t.column("source"), t.column("address"), _SEP)
         idx_arr = pc.index_in(keys, value_set=self._keys).combine_chunks()
         unknown = _null_mask(idx_arr)
         idx = np.asarray(idx_arr.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
         reasons = np.full(n, None, dtype=object)
+        missing: tuple[tuple[str, str], ...] = ()
         if unknown.any():
             reasons[unknown] = "address not bound to any signal in the factory file"
+            distinct = pc.unique(pc.filter(keys, pa.array(unknown)).combine_chunks())
+            missing = tuple((a, b) for a, b in (k.split(_SEP, 1) for k in distinct.to_pylist()))
 
         target = self._type[idx]
         cols = {c: t.column(c).combine_chunks() for c in ("v_float", "v_int", "v_bool", "v_str")}
@@ -152,7 +183,7 @@ class Mapper:
             dead = dead_letters_from_raw_rows(rejected, list(reasons[bad]), received_at)
         else:
             dead = DEAD_LETTER_SCHEMA.empty_table()
-        return MapResult(ReadingBatch(table), dead)
+        return MapResult(ReadingBatch(table), dead, missing)
 
     # -- conversions ------------------------------------------------------------------
     # Each returns a full-length array that is null outside `mask`, and writes a reason for
