@@ -97,12 +97,21 @@ class OwnNats:
 
     def start(self) -> None:
         """Start (again, on the same port and store)."""
-        log = open(self.store / "nats.log", "ab")  # noqa: SIM115 - kept by the process
-        self.proc = subprocess.Popen(
-            [NATS_SERVER, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        with open(self.store / "nats.log", "ab") as log:  # the child keeps its own copy
+            self.proc = subprocess.Popen(
+                [
+                    NATS_SERVER,
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-js",
+                    "-sd",
+                    str(self.store),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         wait_port(self.port)
 
     def stop(self) -> None:

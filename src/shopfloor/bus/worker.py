@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -53,6 +54,7 @@ __all__ = ["IngestWorker", "WorkerStats"]
 log = logging.getLogger(__name__)
 
 _STOP = object()
+_LATENCY_BINS = 60_000
 
 
 @dataclass(slots=True)
@@ -165,7 +167,15 @@ class IngestWorker:
         self._queue: asyncio.Queue[_Group | object] = asyncio.Queue(max_queue)
         self._stopping = asyncio.Event()
         self._last_seq: dict[tuple[str, str], int] = {}
+        self._latency = np.zeros(_LATENCY_BINS + 1, np.int64)
         self._rng = rng or random.Random()
+
+    def take_latency(self) -> list[tuple[int, int]]:
+        """``(ms, count)`` of the readings committed since the last call: the time from
+        their timestamp to the commit, in 1 ms bins (the last bin: a minute or more)."""
+        hist, self._latency = self._latency, np.zeros(_LATENCY_BINS + 1, np.int64)
+        nonzero = np.flatnonzero(hist)
+        return [(int(ms), int(hist[ms])) for ms in nonzero]
 
     def backoff_delay(self, attempt: int) -> float:
         """The delay after the ``attempt``-th consecutive failure (1, 2, …), jittered."""
@@ -371,6 +381,10 @@ class IngestWorker:
         s.dead_letters += 0 if dead is None else dead.num_rows
         s.commits += 1
         s._rate.append((time.monotonic(), s.values_stored))
+        if len(readings):
+            ts = readings.table.column("ts").cast(pa.int64()).to_numpy()
+            late = np.clip((time.time_ns() // 1000 - ts) // 1000, 0, _LATENCY_BINS)
+            self._latency += np.bincount(late, minlength=_LATENCY_BINS + 1)
         if len(readings):
             for observer in self.observers:
                 try:

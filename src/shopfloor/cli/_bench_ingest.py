@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from shopfloor.errors import ShopfloorError
+
 __all__ = ["ingest_command", "register"]
 
 console = Console(stderr=True)
@@ -31,13 +33,35 @@ def ingest_command(
     workdir: Path | None = typer.Option(
         None, "--dir", help="Where the temporary DuckDB file goes (default: a temp dir)."
     ),
+    bus: str = typer.Option(
+        "mqtt", "--bus", help="mqtt (Sparkplug edges, one host) or nats (edge → NATS → workers)."
+    ),
+    store: str = typer.Option(
+        "duckdb", "--store", help="duckdb (with --bus mqtt) or postgres (with --bus nats)."
+    ),
+    workers: int = typer.Option(
+        2, "--workers", min=1, help="With --bus nats: one run each with 1 … N workers."
+    ),
+    nats: str = typer.Option("nats://127.0.0.1:4222", "--nats", help="The NATS server."),
+    db: str = typer.Option(
+        "postgresql://postgres@127.0.0.1:5432/test", "--db", help="The PostgreSQL database."
+    ),
 ) -> None:
     """Sparkplug edges → broker → host → pipeline → DuckDB: stored values/s, backlog,
-    latency, RSS, and the host's message rate against a bare paho subscriber in the same run."""
+    latency, RSS, and the host's message rate against a bare paho subscriber in the same run.
+
+    With ``--bus nats --store postgres``: an edge (synthetic counters) → NATS JetStream →
+    1 … N workers → PostgreSQL, against PostgreSQL's raw COPY of the same data."""
     from shopfloor.bench._report import print_figures, write_report
     from shopfloor.bench.ingest import IngestBenchConfig, run_ingest_bench
 
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    if (bus, store) == ("nats", "postgres"):
+        _nats_bench(json_out, devices, metrics, rate, seconds, workers, nats, db, workdir)
+        return
+    if (bus, store) != ("mqtt", "duckdb"):
+        console.print("[red]error:[/] --bus mqtt --store duckdb, or --bus nats --store postgres")
+        raise typer.Exit(2)
     try:
         cfg = IngestBenchConfig(
             devices=devices,
@@ -87,6 +111,62 @@ def ingest_command(
         figures["profile_top"] = top
     if json_out is not None:
         write_report(json_out, "ingest", figures)
+        console.print(f"wrote {json_out}")
+
+
+def _nats_bench(
+    json_out: Path | None,
+    devices: int,
+    metrics: int,
+    rate: float,
+    seconds: float,
+    workers: int,
+    nats: str,
+    db: str,
+    workdir: Path | None,
+) -> None:
+    from shopfloor.bench._report import print_figures, write_report
+    from shopfloor.bench.ingest_nats import NatsIngestBenchConfig, run_nats_ingest_bench
+
+    try:
+        cfg = NatsIngestBenchConfig(
+            devices=devices,
+            metrics=metrics,
+            rate=rate,
+            seconds=seconds,
+            workers=tuple(range(1, workers + 1)),
+            bus=nats,
+            store=db,
+        )
+    except (ValueError, ShopfloorError) as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:.0f}/{task.total:.0f}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def progress(phase: str, done: float, total: float) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total)
+            bar.update(tasks[phase], completed=done)
+
+        try:
+            figures = asyncio.run(run_nats_ingest_bench(cfg, workdir, progress))
+        except (TimeoutError, RuntimeError, OSError, ShopfloorError) as exc:
+            console.print(f"[red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(1) from exc
+    for run in figures["runs"]:
+        shown = {k: v for k, v in run.items() if k != "worker_state"}
+        print_figures(f"NATS ingest, {run['workers']} worker(s)", shown, console=console)
+    print_figures("scaling (values/s relative to 1 worker)", figures["scaling"], console=console)
+    if json_out is not None:
+        write_report(json_out, "ingest-nats", figures)
         console.print(f"wrote {json_out}")
 
 

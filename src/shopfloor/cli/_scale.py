@@ -246,6 +246,7 @@ def _worker_doc(worker: Any) -> dict[str, Any]:
     s = worker.stats
     doc = {k: v for k, v in dataclasses.asdict(s).items() if not k.startswith("_")}
     doc["values_per_s"] = round(s.values_per_s())
+    doc["latency_ms"] = worker.take_latency()  # since the previous line
     return {"kind": "worker-stats", "t": round(time.time(), 3), **doc}
 
 
@@ -268,6 +269,9 @@ def worker_command(
     """Run a worker: NATS JetStream → mapper → historian, acknowledging after each commit."""
     _check_bus(bus)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # the worker logs one line when the historian goes away and one when it is back; the
+    # pool would log every failed reconnect
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     try:
         asyncio.run(_run_worker(factory_file, bus, db, duration, stats_interval, fetch))
     except (FactoryFileError, ShopfloorError) as exc:
