@@ -6,14 +6,15 @@ any number of them share the load. Two tasks with a bounded queue between them:
 * the **fetcher** pulls up to ``fetch_messages`` messages at a time and decodes them
   (:mod:`shopfloor.bus._codec`); when the queue is full it stops pulling, so the bus keeps
   the backlog (and a full stream makes the edges keep it on disk);
-* the **committer** maps each group of messages with the factory file's bindings (the
-  :class:`~shopfloor.edge.mapper.Mapper`: type conversion, unit scaling, dead letters),
-  creating the signals the edges named for unbound addresses, and stores the readings and
-  dead letters together with the messages' batch ids in *one* historian transaction
-  (:meth:`~shopfloor.historian.Historian.append_once`). Only then are the messages
-  acknowledged. Batch ids the historian already has (a message delivered again because a
-  worker died between its commit and its acknowledgement) are acknowledged without being
-  stored again.
+* the **committer** takes the fetched groups that are waiting (up to ``max_commit_rows``
+  readings: a slow historian gets fewer, larger transactions), maps them with the factory
+  file's bindings (the :class:`~shopfloor.edge.mapper.Mapper`: type conversion, unit
+  scaling, dead letters), creating the signals the edges named for unbound addresses, and
+  stores the readings and dead letters together with the messages' batch ids in *one*
+  historian transaction (:meth:`~shopfloor.historian.Historian.append_once`). Only then are
+  the messages acknowledged. Batch ids the historian already has (a message delivered
+  again because a worker died between its commit and its acknowledgement) are acknowledged
+  without being stored again.
 
 When the historian fails with a connection problem the committer keeps its messages,
 backs off (capped, jittered, exponential), tells the bus it is still working on them and
@@ -109,6 +110,11 @@ class _Group:
     items: list[_Item]
 
 
+def _rows(group: _Group) -> int:
+    """Readings in the decoded messages of ``group``."""
+    return sum(len(i.message.raw) for i in group.items if i.message and i.message.raw)
+
+
 def _transient(exc: BaseException) -> bool:
     """Whether a historian failure is the server being away (worth retrying as is)."""
     seen: BaseException | None = exc
@@ -146,7 +152,8 @@ class IngestWorker:
         *,
         fetch_messages: int = 64,
         fetch_timeout: float = 1.0,
-        max_queue: int = 2,
+        max_queue: int = 4,
+        max_commit_rows: int = 500_000,
         backoff_initial: float = 0.2,
         backoff_max: float = 10.0,
         state_interval: float = 2.0,
@@ -161,6 +168,7 @@ class IngestWorker:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.state_interval = state_interval
+        self.max_commit_rows = max_commit_rows
         self.observers = list(observers)
         self.stats = WorkerStats(queue_max=max_queue)
         self.mapper = Mapper({})
@@ -277,12 +285,24 @@ class IngestWorker:
     # -- commit -----------------------------------------------------------------------
 
     async def _commit_loop(self) -> None:
-        while True:
-            group = await self._queue.get()
-            self.stats.queue_depth = self._queue.qsize()
-            if group is _STOP:
+        stop = False
+        while not stop:
+            first = await self._queue.get()
+            if first is _STOP:
                 return
-            assert isinstance(group, _Group)
+            assert isinstance(first, _Group)
+            group = first
+            # what queued up meanwhile goes into the same transaction: a slow historian
+            # gets larger commits, which cost it less per value (rollups and latest values
+            # are merged once per signal and commit)
+            while self._queue.qsize() and _rows(group) < self.max_commit_rows:
+                more = self._queue.get_nowait()
+                if more is _STOP:
+                    stop = True
+                    break
+                assert isinstance(more, _Group)
+                group = _Group(group.fetched_at, group.items + more.items)
+            self.stats.queue_depth = self._queue.qsize()
             await self._store_group(group)
             acked = 0
             for item in group.items:
