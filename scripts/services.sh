@@ -75,6 +75,14 @@ ensure_nats() {
     wait_port NATS 4222
 }
 
+# Headless Debian chromium for the dashboard's end-to-end tests (Playwright drives it through
+# executable_path; `playwright install` is never used).
+ensure_chromium() {
+    if [ -x /usr/bin/chromium ]; then echo "chromium is installed"; return; fi
+    apt_install chromium
+    echo "installed $(/usr/bin/chromium --version 2>/dev/null)"
+}
+
 for svc in $SERVICES; do
     "ensure_$svc"
 done

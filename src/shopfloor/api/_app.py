@@ -108,4 +108,7 @@ def create_app(
         app.include_router(module.router, prefix=API_PREFIX)
     app.mount(_aas_routes.AAS_PREFIX, _aas_routes.aas_app(app.state.ctx))
     problem_openapi(app)
+    from shopfloor.api._web import install_dashboard
+
+    install_dashboard(app, factory, API_PREFIX)
     return app
