@@ -120,3 +120,44 @@ def test_split_messages_keep_rows_and_names() -> None:
         want = set(m.raw.table.column("address").to_pylist())
         assert set(m.points.column("address").to_pylist()) == want
         assert pc.all(pc.starts_with(m.points.column("path"), "acme/plant/dev")).as_py()
+
+
+async def test_events_and_dead_letters_of_the_edge_are_stored_once(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from shopfloor.bus._codec import encode_dead_letters, encode_events
+    from shopfloor.edge.deadletter import DeadLetterBuilder
+    from shopfloor.edge.events import EVENT_SCHEMA
+
+    ts = datetime(2026, 1, 1, 6, tzinfo=UTC)
+    events = pa.Table.from_pylist(
+        [
+            {"event_id": "agv-7/err/1", "kind": "agv_error", "asset": "acme/plant/agv-7",
+             "signal": None, "ts": ts, "end_ts": None, "code": "E42", "severity": 750,
+             "message": "blocked", "data": "{}"},
+        ],
+        schema=EVENT_SCHEMA,
+    )  # fmt: skip
+    letters = DeadLetterBuilder()
+    letters.add("gen", "payload is not JSON", location="topic/x", payload=b"{oops")
+    bus = MemoryBus()
+    pub = bus.publisher()
+    await pub.publish("e.gen", "ev-1", encode_events(events))
+    await pub.publish("e.gen", "dl-1", encode_dead_letters(letters.build()))
+    await pub.publish("e.gen", "dl-1", encode_dead_letters(letters.build()))  # dropped: same id
+    async with open_historian(f"duckdb:{tmp_path / 'h.duckdb'}") as historian:
+        worker = IngestWorker(parse_factory(FACTORY), historian, bus.consumer())
+        running = asyncio.create_task(worker.run())
+        await _until(lambda: worker.stats.messages >= 2, "storing")
+        worker.stop()
+        await running
+        stored = (await historian.read_events(ts, FAR)).to_pylist()
+        assert [(e["event_id"], e["code"], e["asset"]) for e in stored] == [
+            ("agv-7/err/1", "E42", "acme/plant/agv-7")
+        ]
+        (letter,) = (await historian.read_dead_letters()).to_pylist()
+        assert (letter["source"], letter["reason"], letter["payload"]) == (
+            "gen",
+            "payload is not JSON",
+            b"{oops",
+        )

@@ -17,10 +17,12 @@ any number of them share the load. Two tasks with a bounded queue between them:
   without being stored again.
 
 When the historian fails with a connection problem the committer keeps its messages,
-backs off (capped, jittered, exponential), tells the bus it is still working on them and
-tries again: nothing is acknowledged that is not stored. Other failures (a batch the
-historian refuses) are narrowed down to the message at fault, which is stored as a dead
-letter with the reason. :class:`WorkerStats` makes every stage visible.
+backs off (capped, jittered, exponential) and tries again; meanwhile, and while messages
+wait for a slow historian, the bus is told every ``touch_interval`` seconds that they are
+still being worked on (so that it does not hand them to another worker). Nothing is
+acknowledged that is not stored. Other failures (a batch the historian refuses) are
+narrowed down to the message at fault, which is stored as a dead letter with the reason.
+:class:`WorkerStats` makes every stage visible.
 """
 
 from __future__ import annotations
@@ -157,6 +159,7 @@ class IngestWorker:
         backoff_initial: float = 0.2,
         backoff_max: float = 10.0,
         state_interval: float = 2.0,
+        touch_interval: float = 10.0,
         observers: Sequence[Observer] = (),
         rng: random.Random | None = None,
     ) -> None:
@@ -169,12 +172,14 @@ class IngestWorker:
         self.backoff_max = backoff_max
         self.state_interval = state_interval
         self.max_commit_rows = max_commit_rows
+        self.touch_interval = touch_interval
         self.observers = list(observers)
         self.stats = WorkerStats(queue_max=max_queue)
         self.mapper = Mapper({})
         self._queue: asyncio.Queue[_Group | object] = asyncio.Queue(max_queue)
         self._stopping = asyncio.Event()
         self._last_seq: dict[tuple[str, str], int] = {}
+        self._held: dict[int, Delivery] = {}
         self._latency = np.zeros(_LATENCY_BINS + 1, np.int64)
         self._rng = rng or random.Random()
 
@@ -253,6 +258,8 @@ class IngestWorker:
                 self._check_order(deliveries)
                 group = _Group(time.monotonic(), [self._decode(d) for d in deliveries])
                 self.stats.held += len(deliveries)
+                for d in deliveries:
+                    self._held[id(d)] = d
                 await self._queue.put(group)
                 self.stats.queue_depth = self._queue.qsize()
         finally:
@@ -278,8 +285,19 @@ class IngestWorker:
             return _Item(delivery, None, str(exc))
 
     async def _watch_state(self) -> None:
+        """Refresh the backlog gauge; keep the bus from handing held messages to others.
+
+        Messages wait in the queue and in a commit for as long as the historian takes: every
+        ``touch_interval`` seconds the bus is told they are still being worked on.
+        """
+        touched = time.monotonic()
         while True:
             self.stats.backlog = await self.consumer.state()
+            if time.monotonic() - touched >= self.touch_interval:
+                for delivery in list(self._held.values()):
+                    with contextlib.suppress(BusError):
+                        await delivery.in_progress()
+                touched = time.monotonic()
             await asyncio.sleep(self.state_interval)
 
     # -- commit -----------------------------------------------------------------------
@@ -312,13 +330,14 @@ class IngestWorker:
                 except BusError as exc:  # stored: a redelivery is recognised as a duplicate
                     log.warning("worker: %s", exc)
             self.stats.held -= len(group.items)
+            for item in group.items:
+                self._held.pop(id(item.delivery), None)
             self.stats.messages += acked
             self.stats.lag_ms = (time.monotonic() - group.fetched_at) * 1000.0
 
     async def _store_group(self, group: _Group) -> None:
         """Store every message of ``group`` (or its dead letter), retrying while away."""
         attempt = 0
-        last_touch = time.monotonic()
         pending = list(group.items)
         while pending:
             try:
@@ -341,11 +360,6 @@ class IngestWorker:
                 self.stats.state = "historian unavailable"
                 if attempt == 1:
                     log.warning("worker: the historian is unavailable (%s); retrying", exc)
-                if time.monotonic() - last_touch > 5.0:
-                    for item in pending:  # keep the bus from handing them to another worker
-                        with contextlib.suppress(BusError):
-                            await item.delivery.in_progress()
-                    last_touch = time.monotonic()
                 await asyncio.sleep(self.backoff_delay(attempt))
 
     async def _store(self, items: list[_Item]) -> list[_Item]:
