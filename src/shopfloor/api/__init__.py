@@ -4,7 +4,8 @@
 :func:`create_app` builds the app over a factory model, an open historian and an open
 security store (:class:`AuthStore`: hashed tokens with scopes and asset subtrees, and the
 append-only audit log); with a :class:`~shopfloor.runtime.Runtime` it also writes setpoints
-to devices. :func:`server_config`, :func:`serve` and :func:`running_server` run it with
+to devices. :class:`LiveHub` feeds the live WebSocket stream (``/api/v1/live``) from the
+pipeline. :func:`server_config`, :func:`serve` and :func:`running_server` run it with
 uvicorn (TLS when a certificate is given). Errors are RFC 9457 problem details; every list
 is paged and bounded (:class:`ApiLimits`).
 """
@@ -23,6 +24,7 @@ from shopfloor.api._auth import (
     default_auth_path,
 )
 from shopfloor.api._deps import ApiLimits
+from shopfloor.api._live import LiveHub, LiveStats
 from shopfloor.api._problems import PROBLEM_TYPES, Problem, ProblemType
 from shopfloor.api._server import ApiServer, running_server, serve, server_config
 
@@ -34,6 +36,8 @@ __all__ = [
     "AuditEntry",
     "AuthError",
     "AuthStore",
+    "LiveHub",
+    "LiveStats",
     "NewToken",
     "Problem",
     "ProblemType",

@@ -11,6 +11,7 @@ from shopfloor import __version__
 from shopfloor.api._audit import AuditMiddleware
 from shopfloor.api._auth import AuthStore
 from shopfloor.api._deps import ApiContext, ApiLimits
+from shopfloor.api._live import LiveHub
 from shopfloor.api._problems import install_problem_handlers, problem_openapi
 from shopfloor.historian.base import Historian
 from shopfloor.model import Factory
@@ -59,12 +60,16 @@ def create_app(
     *,
     runtime: Runtime | None = None,
     limits: ApiLimits | None = None,
+    live: LiveHub | None = None,
 ) -> FastAPI:
     """The API over ``factory`` and ``historian``, authorised by the tokens in ``auth``.
 
     The caller opens ``historian`` and ``auth`` (and keeps them open while the app serves).
     With a ``runtime`` (inside ``shopfloor up``) setpoint writes go to its connectors;
     without, the server is read-only over the historian and setpoint writes answer 503.
+    The live stream (``/api/v1/live``) is fed by ``live`` (a :class:`LiveHub` over
+    ``historian`` by default), kept in ``app.state.live``; with a ``runtime`` the hub
+    observes it at once, otherwise :meth:`LiveHub.attach` it to one later.
     """
     from shopfloor.api import (
         _aas_routes,
@@ -72,6 +77,7 @@ def create_app(
         _event_routes,
         _export_routes,
         _kpi_routes,
+        _live,
         _model_routes,
         _setpoint_routes,
         _system_routes,
@@ -94,6 +100,9 @@ def create_app(
         limits=limits or ApiLimits(),
         connection_assets=_connection_assets(factory),
     )
+    app.state.live = live if live is not None else LiveHub(historian)
+    if runtime is not None:
+        app.state.live.attach(runtime)
     install_problem_handlers(app)
     app.add_middleware(AuditMiddleware, auth=auth)
     for module in (
@@ -104,6 +113,7 @@ def create_app(
         _event_routes,
         _setpoint_routes,
         _export_routes,
+        _live,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
     app.mount(_aas_routes.AAS_PREFIX, _aas_routes.aas_app(app.state.ctx))

@@ -54,6 +54,7 @@ def _register() -> None:
         _bench_anomaly,
         _bench_buffer,
         _bench_ingest,
+        _bench_live,
         _bench_oee,
         _bench_opcua,
         _connect,
@@ -71,6 +72,7 @@ def _register() -> None:
     _bench_ingest.register(_bench.app)
     _bench_anomaly.register(_bench.app)
     _bench_oee.register(_bench.app)
+    _bench_live.register(_bench.app)
     _bench_buffer.register(_bench.app)
     app.add_typer(_bench.app, name="bench")
     _query.register(app)

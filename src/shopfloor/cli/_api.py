@@ -412,9 +412,10 @@ async def start_api(
             "in clear text (give --api-cert and --api-key)",
             highlight=False,
         )
+    ws = server.url.replace("http", "ws", 1)
     err.print(
-        f"REST API on {server.url}/api/v1 (tokens in {store.path}; "
-        "create one with 'shopfloor token create')",
+        f"REST API on {server.url}/api/v1, live stream {ws}/api/v1/live (tokens in "
+        f"{store.path}; create one with 'shopfloor token create')",
         highlight=False,
     )
     return RunningApi(server, app)
@@ -423,7 +424,8 @@ async def start_api(
 def attach_runtime(
     stack: contextlib.AsyncExitStack, api: RunningApi | None, runtime: Runtime
 ) -> None:
-    """Let the API write setpoints and acknowledge alarms through ``runtime``.
+    """Let the API write setpoints and acknowledge alarms through ``runtime``, and feed
+    its live stream (``/api/v1/live``) from the runtime's pipeline and events.
 
     Call it right after entering the runtime into ``stack``: the runtime is detached again
     before it stops (requests then get 503, not errors of connectors shutting down).
@@ -433,3 +435,4 @@ def attach_runtime(
     ctx = api.app.state.ctx
     ctx.runtime = runtime
     stack.callback(setattr, ctx, "runtime", None)
+    stack.callback(api.app.state.live.attach(runtime))
