@@ -45,3 +45,29 @@ def test_bench_oee_tiny(tmp_path: Path) -> None:
     assert abs(doc["oee"] - product) < 1e-12
     assert doc["pass"] is None  # the 100 ms target is judged at 30 days only
     assert doc["target_ms_max"] == 100.0
+
+
+def test_bench_oee_keep_reuses_the_same_build_only(tmp_path: Path) -> None:
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:
+        """Bench."""
+
+    register(app)
+    keep = tmp_path / "kept"
+
+    def run(days: str) -> dict[str, object]:
+        out = tmp_path / f"oee-{days}.json"
+        args = ["oee", "--days", days, "--runs", "1", "--json", str(out), "--keep", str(keep)]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, (result.output, result.exception)
+        doc: dict[str, object] = json.loads(out.read_text())
+        return doc
+
+    first, again, other = run("0.02"), run("0.02"), run("0.03")
+    assert (first["reused"], again["reused"], other["reused"]) == (False, True, False)
+    for key in ("rows", "good", "reject", "oee", "build_s", "matches_simulator"):
+        assert again[key] == first[key]
+    assert other["rows"] != first["rows"]
+    assert (keep / "oee.duckdb").exists()

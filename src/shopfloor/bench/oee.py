@@ -20,6 +20,8 @@ the line's last station) so that a fast wrong answer does not pass.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import statistics
 import time
 from collections.abc import Callable
@@ -237,10 +239,29 @@ async def _time_oee(
     return cold, warm, row
 
 
+def _meta_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def _reusable(path: Path, cfg: OeeBenchConfig) -> tuple[int, int, float, _Truth] | None:
+    """What an earlier build of the same size and seed left in ``path``, if it is there."""
+    try:
+        meta = json.loads(_meta_path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    if not path.exists() or (meta.get("days"), meta.get("seed")) != (cfg.days, cfg.seed):
+        return None
+    return int(meta["ticks"]), int(meta["rows"]), float(meta["build_s"]), _Truth(**meta["truth"])
+
+
 async def run_oee_bench(
-    cfg: OeeBenchConfig, workdir: Path, progress: Progress | None = None
+    cfg: OeeBenchConfig, workdir: Path, progress: Progress | None = None, *, reuse: bool = False
 ) -> dict[str, Any]:
-    """Build the data in ``workdir`` (a DuckDB file is created there), time, return figures."""
+    """Build the data in ``workdir`` (a DuckDB file is created there), time, return figures.
+
+    With ``reuse``, a file an earlier run of the same size and seed left in ``workdir`` is
+    timed again instead of being rebuilt (the build takes minutes at full size).
+    """
     if cfg.days <= 0:
         raise ValueError(f"days must be positive, got {cfg.days}")
     if cfg.runs < 1:
@@ -248,14 +269,25 @@ async def run_oee_bench(
     report = progress or (lambda phase, done, total: None)
     factory = parse_factory(BENCH_FACTORY)
     path = workdir / "oee.duckdb"
-    for stale in (path, path.with_name(path.name + ".wal")):
-        stale.unlink(missing_ok=True)
-    t0 = time.perf_counter()
+    built = _reusable(path, cfg) if reuse else None
+    if built is None:
+        for stale in (path, path.with_name(path.name + ".wal"), _meta_path(path)):
+            stale.unlink(missing_ok=True)
+        t0 = time.perf_counter()
+        async with DuckDBHistorian(path) as h:
+            ticks, rows, truth = await _simulate(h, factory, cfg, report)
+            await h.checkpoint()
+        build_s = time.perf_counter() - t0
+        _meta_path(path).write_text(
+            json.dumps(
+                {"days": cfg.days, "seed": cfg.seed, "ticks": ticks, "rows": rows,
+                 "build_s": build_s, "truth": dataclasses.asdict(truth)}
+            )
+        )  # fmt: skip
+    else:
+        ticks, rows, build_s, truth = built
     async with DuckDBHistorian(path) as h:
-        ticks, rows, truth = await _simulate(h, factory, cfg, report)
-        await h.checkpoint()
         catalog = (await h.signals()).to_pylist()
-    build_s = time.perf_counter() - t0
     start = START.astimezone(UTC) + timedelta(seconds=LEAD_S)
     end = start + timedelta(seconds=ticks)  # in UTC: 30 days may cross a DST change
     cold, warm, row = await _time_oee(path, factory, start, end, cfg, report)
@@ -277,6 +309,7 @@ async def run_oee_bench(
         "signals": len(catalog),
         "rows": rows,
         "build_s": round(build_s, 1),
+        "reused": built is not None,
         "oee_ms_cold": round(cold_ms, 2),
         "oee_ms_warm": round(warm_ms, 2),
         "oee_runs_ms_cold": [round(x, 2) for x in cold],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 from pathlib import Path
 
@@ -25,14 +26,25 @@ def oee_command(
     workdir: Path | None = typer.Option(
         None, "--dir", help="Where the temporary DuckDB file goes (default: a temp dir)."
     ),
+    keep: Path | None = typer.Option(
+        None,
+        "--keep",
+        file_okay=False,
+        help="Build the data in this directory and keep it; a later run with the same --days "
+        "and --seed times it again without rebuilding.",
+    ),
 ) -> None:
     """OEE of a simulated line over DAYS of 1 Hz data, against a bare DuckDB scan of its rows."""
     from shopfloor.bench._report import print_figures, write_report
     from shopfloor.bench.oee import OeeBenchConfig, run_oee_bench
 
     cfg = OeeBenchConfig(days=days, runs=runs, seed=seed)
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
     with (
-        tempfile.TemporaryDirectory(prefix="shopfloor-bench-", dir=workdir) as tmp,
+        contextlib.nullcontext(str(keep))
+        if keep is not None
+        else tempfile.TemporaryDirectory(prefix="shopfloor-bench-", dir=workdir) as tmp,
         Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -49,7 +61,7 @@ def oee_command(
                 tasks[phase] = bar.add_task(phase, total=total)
             bar.update(tasks[phase], completed=done)
 
-        figures = asyncio.run(run_oee_bench(cfg, Path(tmp), progress))
+        figures = asyncio.run(run_oee_bench(cfg, Path(tmp), progress, reuse=keep is not None))
     shown = {k: v for k, v in figures.items() if not k.startswith("oee_runs_")}
     print_figures("OEE of a line", shown, console=console)
     if json_out is not None:
