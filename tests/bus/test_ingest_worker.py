@@ -161,3 +161,24 @@ async def test_events_and_dead_letters_of_the_edge_are_stored_once(tmp_path: Pat
             "payload is not JSON",
             b"{oops",
         )
+
+
+async def test_a_message_redelivered_into_the_same_commit_is_stored_once(tmp_path: Path) -> None:
+    """A slow commit: the bus hands a message out again while its first delivery still
+    waits, and both land in one transaction."""
+    gen = CounterGenerator("gen", "acme/plant", 2, 2, 1.0)
+    bus = MemoryBus(ack_wait=0.2)
+    await bus.publisher().publish("e.gen", "b-1", encode_readings(gen.batch(9, 9), gen.points))
+    consumer = bus.consumer()
+    (first,) = await consumer.fetch(1, 1.0)
+    await asyncio.sleep(0.3)
+    (again,) = await consumer.fetch(1, 1.0)  # after ack_wait: the same message
+    assert (again.batch_id, again.deliveries) == ("b-1", 2)
+    async with open_historian(f"duckdb:{tmp_path / 'h.duckdb'}") as historian:
+        worker = IngestWorker(parse_factory(FACTORY), historian, consumer)
+        await worker.setup()
+        assert await worker._store([worker._decode(first), worker._decode(again)]) == []
+        assert worker.stats.values_stored == 4
+        assert worker.stats.duplicates == 1
+        raw = await historian.read_raw("acme/plant/dev00000/s000", T0, FAR)
+        assert raw.column("value").to_pylist() == [9.0]

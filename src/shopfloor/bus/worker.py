@@ -367,7 +367,11 @@ class IngestWorker:
         h = self.historian
         ids = [i.delivery.batch_id for i in items]
         known = await h.stored_batches(ids)
-        todo = [i for i in items if i.delivery.batch_id not in known]
+        todo: list[_Item] = []
+        for item in items:  # a message redelivered while its first delivery waited: once
+            if item.delivery.batch_id not in known:
+                known.add(item.delivery.batch_id)
+                todo.append(item)
         self.stats.duplicates += len(items) - len(todo)
         if not todo:
             return []

@@ -229,7 +229,13 @@ async def _run_worker(
         open_historian(db) as historian,
         NatsConsumer.from_url(bus, name=f"shopfloor-worker-{socket.gethostname()}") as consumer,
     ):
-        worker = IngestWorker(factory, historian, consumer, fetch_messages=fetch)
+        worker = IngestWorker(
+            factory,
+            historian,
+            consumer,
+            fetch_messages=fetch,
+            touch_interval=max(0.5, min(10.0, consumer.settings.ack_wait / 3)),
+        )
         async with asyncio.TaskGroup() as tg:
             running = tg.create_task(worker.run(), name="worker")
             if stats_interval > 0:
