@@ -80,6 +80,7 @@ def create_app(
         _live,
         _model_routes,
         _setpoint_routes,
+        _share_routes,
         _system_routes,
     )
 
@@ -114,6 +115,7 @@ def create_app(
         _setpoint_routes,
         _export_routes,
         _live,
+        _share_routes,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
     app.mount(_aas_routes.AAS_PREFIX, _aas_routes.aas_app(app.state.ctx))

@@ -21,6 +21,10 @@ own content, so :meth:`AuthStore.verify_audit` detects rows edited or removed be
 triggers' back (e.g. by dropping them). The file is written with ``synchronous = FULL``:
 a row that was written is on disk before the response it belongs to leaves.
 
+**Shares** (data products offered to partner organisations, :mod:`._shares`) live in the
+same file; tables added after the first release come as numbered migrations, applied in
+order under ``PRAGMA user_version``.
+
 SQLite rather than the historian's DuckDB: the ``shopfloor token`` commands must work
 while a server holds the historian open (DuckDB locks its file per process), and SQLite's
 WAL mode lets both processes read and write the same file.
@@ -214,6 +218,36 @@ _DDL: Final[tuple[str, ...]] = (
 )
 
 
+_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    # 1: data shares with partner organisations (see ._shares): one row per share, its token's
+    # SHA-256 and the product it offers as JSON; revoked, never changed otherwise or deleted.
+    (
+        """CREATE TABLE IF NOT EXISTS shares (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            partner TEXT NOT NULL,
+            purpose TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            product TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            revoked_at TEXT
+        )""",
+        """CREATE TRIGGER IF NOT EXISTS shares_only_revoke BEFORE UPDATE ON shares
+        WHEN OLD.revoked_at IS NOT NULL OR NEW.id IS NOT OLD.id OR NEW.name IS NOT OLD.name
+          OR NEW.partner IS NOT OLD.partner OR NEW.purpose IS NOT OLD.purpose
+          OR NEW.hash IS NOT OLD.hash OR NEW.product IS NOT OLD.product
+          OR NEW.created_by IS NOT OLD.created_by OR NEW.created_at IS NOT OLD.created_at
+          OR NEW.expires_at IS NOT OLD.expires_at
+        BEGIN SELECT RAISE(ABORT, 'a share can only be revoked'); END""",
+        """CREATE TRIGGER IF NOT EXISTS shares_no_delete BEFORE DELETE ON shares
+        BEGIN SELECT RAISE(ABORT, 'shares are revoked, not deleted'); END""",
+    ),
+)
+"""Schema versions after the base tables: ``PRAGMA user_version`` counts those applied."""
+
+
 def _row_hash(prev: str, row: Sequence[Any]) -> str:
     text = json.dumps([prev, *row], separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()
@@ -299,6 +333,11 @@ class AuthStore:
             con.execute("BEGIN IMMEDIATE")
             for stmt in _DDL:
                 con.execute(stmt)
+            version = int(con.execute("PRAGMA user_version").fetchone()[0])
+            for number, statements in enumerate(_MIGRATIONS[version:], start=version + 1):
+                for stmt in statements:
+                    con.execute(stmt)
+                con.execute(f"PRAGMA user_version = {number:d}")
             con.execute("COMMIT")
         except sqlite3.Error as exc:
             con.close()

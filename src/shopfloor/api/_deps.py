@@ -20,6 +20,7 @@ from shopfloor.api._auth import AuthStore, Scope, TokenInfo
 from shopfloor.api._catalog import model_catalog, type_out
 from shopfloor.api._problems import ProblemError
 from shopfloor.api._schemas import AssetTypeOut
+from shopfloor.api._shares import ShareStore, is_share_token
 from shopfloor.historian.base import Historian
 from shopfloor.model import Factory
 
@@ -125,6 +126,15 @@ def require(scope: Scope) -> Callable[..., Awaitable[TokenInfo]]:
             )
         claimed, info = await ctx.auth.authenticate(credentials.credentials)
         request.state.audit_token = claimed
+        if info is None and is_share_token(credentials.credentials):
+            # A partner's share token: authentic or not, it never opens these routes.
+            share_id, share = await ShareStore(ctx.auth).authenticate(credentials.credentials)
+            request.state.audit_token = share_id
+            if share is not None:
+                raise ProblemError(
+                    "share-token",
+                    f"a share token reads only its share under /api/v1/shared/{share.id}",
+                )
         if info is None:
             raise ProblemError("unauthorized", "the token is not valid", headers=challenge)
         state = info.state()

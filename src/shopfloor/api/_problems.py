@@ -84,6 +84,30 @@ PROBLEM_TYPES: Final[dict[str, ProblemType]] = {
             "whether the thing exists. Lists leave out what lies outside instead.",
         ),
         ProblemType(
+            "share-token",
+            403,
+            "Share token",
+            "A share token reads only its own data product under /api/v1/shared/{share}: "
+            "every other route answers 403. The /shared routes, in turn, take share tokens "
+            "only (create one with 'shopfloor share create').",
+        ),
+        ProblemType(
+            "outside-share",
+            403,
+            "Outside the share",
+            "The request asks for more than the share offers: another share, signals or "
+            "assets it does not select, another aggregation level (e.g. raw values of a "
+            "share of hourly aggregates) or times outside its window. Checked before any "
+            "lookup, so the answer says nothing of whether the thing exists.",
+        ),
+        ProblemType(
+            "share-inactive",
+            403,
+            "Share expired or revoked",
+            "The share this token belongs to has expired or was revoked: its data is no "
+            "longer offered. Ask the data owner for a new share.",
+        ),
+        ProblemType(
             "not-found",
             404,
             "Not found",

@@ -58,10 +58,12 @@ def _register() -> None:
         _bench_oee,
         _bench_opcua,
         _connect,
+        _export,
         _kpi,
         _model,
         _query,
         _scale,
+        _share,
         _sim,
         _up,
     )
@@ -82,6 +84,8 @@ def _register() -> None:
     _kpi.register(app)
     app.add_typer(_alarms.app, name="alarms")
     _api.register(app)
+    app.add_typer(_share.app, name="share")
+    _export.register(app)
     _scale.register(app)
 
 
