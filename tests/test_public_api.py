@@ -16,6 +16,7 @@ PACKAGES = [
     "shopfloor.sim",
     "shopfloor.analytics",
     "shopfloor.bus",
+    "shopfloor.sdk",
 ]
 
 
@@ -41,3 +42,21 @@ def test_private_modules_stay_private(name: str) -> None:
         origin = getattr(obj, "__module__", None)
         if origin is not None and (inspect.isclass(obj) or inspect.isfunction(obj)):
             assert origin.startswith("shopfloor."), f"{name}.{attr} comes from {origin}"
+
+
+def test_sdk_is_exported_lazily() -> None:
+    """``shopfloor.Client`` is the SDK's, and importing shopfloor alone does not load it."""
+    import subprocess
+    import sys
+
+    import shopfloor
+    from shopfloor import sdk
+
+    assert shopfloor.Client is sdk.Client
+    assert shopfloor.AsyncClient is sdk.AsyncClient
+    assert shopfloor.ApiError is sdk.ApiError
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        _ = shopfloor.Nope  # type: ignore[attr-defined]
+    probe = "import sys, shopfloor; print('shopfloor.sdk' in sys.modules, 'httpx' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]

@@ -158,8 +158,9 @@ def test_every_route_has_a_case(api_data: ApiData) -> None:
     # the data-share routes (admin and partner) have their own matrix: test_api_shares.py
     routes -= {r for r in routes if r[1].startswith(("/api/v1/shares", "/api/v1/shared/"))}
     assert routes == {(c.method, c.route) for c in CASES}
-    # nothing is served outside the versioned prefix but the docs' own helpers
-    served = {getattr(r, "path", None) for r in app.routes} - {None}
+    # nothing is served outside the versioned prefix but the docs' own helpers and the
+    # Prometheus metrics (at the path every scraper expects)
+    served = {getattr(r, "path", None) for r in app.routes} - {None, "/metrics"}
     assert all(p.startswith("/api/v1/") for p in served), served
 
 

@@ -12,6 +12,7 @@ from shopfloor.api._audit import AuditMiddleware
 from shopfloor.api._auth import AuthStore
 from shopfloor.api._deps import ApiContext, ApiLimits
 from shopfloor.api._live import LiveHub
+from shopfloor.api._metrics import install_metrics
 from shopfloor.api._problems import install_problem_handlers, problem_openapi
 from shopfloor.historian.base import Historian
 from shopfloor.model import Factory
@@ -106,6 +107,7 @@ def create_app(
         app.state.live.attach(runtime)
     install_problem_handlers(app)
     app.add_middleware(AuditMiddleware, auth=auth)
+    install_metrics(app, app.state.ctx)
     for module in (
         _system_routes,
         _model_routes,

@@ -388,12 +388,21 @@ class AuthStore:
         expires_at: datetime | None = None,
         expires_in: timedelta | None = None,
         actor: str = "cli",
+        token: str | None = None,
     ) -> NewToken:
         """Create a token; the returned :class:`NewToken` holds the only copy of the secret.
 
         ``subtrees`` must name at least one asset path; ``expires_in`` is counted from now.
+        ``token`` registers that token instead of a new random one (``sf_<12 hex>_<at least
+        20 of A-Z a-z 0-9 _ ->``, e.g. a demo's fixed token); its id must be unused.
         The creation is written to the audit log (method ``CLI``, detail without the secret).
         """
+        given = None if token is None else _TOKEN.match(token.strip())
+        if token is not None and given is None:
+            raise AuthError(
+                "a token looks like sf_<12 hex digits>_<at least 20 of A-Z a-z 0-9 _ ->, e.g. "
+                "sf_0123456789ab_" + "x" * 24
+            )
         try:
             sc = Scope(scope)
         except ValueError as exc:
@@ -418,19 +427,22 @@ class AuthStore:
 
         def work(con: sqlite3.Connection) -> NewToken:
             def tx() -> NewToken:
-                while True:
-                    token_id = secrets.token_hex(6)
+                if given is not None:
+                    token_id, secret = given.group(1), given.group(0)
                     if con.execute("SELECT 1 FROM tokens WHERE id = ?", [token_id]).fetchone():
-                        continue
-                    break
-                token = f"sf_{token_id}_{secrets.token_urlsafe(32)}"
+                        raise AuthError(f"a token with id {token_id} exists already")
+                else:
+                    token_id = secrets.token_hex(6)
+                    while con.execute("SELECT 1 FROM tokens WHERE id = ?", [token_id]).fetchone():
+                        token_id = secrets.token_hex(6)
+                    secret = f"sf_{token_id}_{secrets.token_urlsafe(32)}"
                 info = TokenInfo(token_id, name, sc, trees, now, expires_at)
                 con.execute(
                     "INSERT INTO tokens VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
                     [
                         token_id,
                         name,
-                        _hash(token),
+                        _hash(secret),
                         sc.value,
                         json.dumps(list(trees)),
                         _fmt(now),
@@ -446,7 +458,7 @@ class AuthStore:
                     "expires_at": _fmt(expires_at),
                 }
                 self._append(con, token_id, "CLI", "token create", 201, None, detail)
-                return NewToken(token, info)
+                return NewToken(secret, info)
 
             return self._tx(con, tx)
 

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from shopfloor.cli._logs import LOG_FORMAT_OPT, LogFormat, adopt_uvicorn, setup_logging
 from shopfloor.errors import ConfigError, ShopfloorError
 
 if TYPE_CHECKING:
@@ -295,13 +296,14 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(8080, "--port", min=0, max=65535, help="TCP port."),
         cert: Path | None = typer.Option(None, "--cert", help="TLS certificate (PEM)."),
         key: Path | None = typer.Option(None, "--key", help="TLS private key (PEM)."),
+        log_format: LogFormat = LOG_FORMAT_OPT,
     ) -> None:
         """Serve the REST API (read-only) over a historian; setpoints need 'shopfloor up'."""
         from shopfloor.api import AuthStore, create_app, serve, server_config
         from shopfloor.cli._query import _open_existing
         from shopfloor.model import FactoryFileError, load_factory
 
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        setup_logging(log_format, logging.INFO)
         try:
             model = load_factory(factory)
         except FactoryFileError as exc:
@@ -319,6 +321,7 @@ def register(app: typer.Typer) -> None:
             async with _open_existing(db) as historian, AuthStore(path) as store:
                 app_ = create_app(model, historian, store)
                 config = server_config(app_, host, port, certfile=cert, keyfile=key)
+                adopt_uvicorn()
                 scheme = "https" if cert is not None else "http"
                 err.print(
                     f"shopfloor API on {scheme}://{host}:{port}/api/v1 (OpenAPI: "
@@ -405,6 +408,7 @@ async def start_api(
         keyfile=options.key,
         log_level="warning",
     )
+    adopt_uvicorn()
     server = await stack.enter_async_context(running_server(config))
     if options.cert is None and not _loopback(options.host):
         err.print(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -25,10 +26,12 @@ from shopfloor.cli._api import (
     API_KEY_OPT,
     API_PORT_OPT,
     ApiOptions,
+    RunningApi,
     api_options,
     attach_runtime,
     start_api,
 )
+from shopfloor.cli._logs import LOG_FORMAT_OPT, LogFormat, setup_logging
 from shopfloor.errors import ConfigError, ShopfloorError
 from shopfloor.historian import Historian, open_historian
 from shopfloor.model import Factory, FactoryFileError, load_factory
@@ -265,9 +268,10 @@ def register(app: typer.Typer) -> None:
         auth_db: Path | None = API_AUTH_DB_OPT,
         api_cert: Path | None = API_CERT_OPT,
         api_key: Path | None = API_KEY_OPT,
+        log_format: LogFormat = LOG_FORMAT_OPT,
     ) -> None:
         """Run the connectors of a factory file into the embedded historian."""
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        setup_logging(log_format)
         try:
             options = _uns_options(uns, uns_prefix, uns_mode, uns_retain)
             api = api_options(api_port, api_host, auth_db, api_cert, api_key)
@@ -315,12 +319,18 @@ async def _run_demo(
     live: bool,
     uns_options: _Uns | None = None,
     api: ApiOptions | None = None,
+    access: DemoAccess | None = None,
 ) -> tuple[Runtime, dict[str, int], dict[str, int], UnsPublisher | None]:
     from shopfloor.cli._sim import _view
     from shopfloor.sim import Simulator, simulate_devices
 
     factory = load_factory(factory_file)
     async with contextlib.AsyncExitStack() as stack:
+        # The API and dashboard first: they answer (without the runtime) within seconds,
+        # while the simulated servers take a while to start.
+        historian = await stack.enter_async_context(_historian(db))
+        served = await start_api(stack, factory, historian, db, api)
+        await _announce(stack, served, factory, access or DemoAccess())
         await _embed_uns_broker(stack, uns_options)
         sim = await stack.enter_async_context(
             Simulator(factory, speed=speed, seed=seed, port_offset=port_offset)
@@ -337,10 +347,8 @@ async def _run_demo(
                 agvs=True,
             )
         )
-        historian = await stack.enter_async_context(_historian(db))
         uns = await _start_uns(stack, historian, uns_options)
         endpoints = sim.endpoints | devices.endpoints | mqtt
-        served = await start_api(stack, factory, historian, db, api)
         rt = await stack.enter_async_context(
             Runtime(factory, historian, endpoint_override=endpoints, **_observing(uns))
         )
@@ -396,6 +404,118 @@ async def _settle(
         await asyncio.sleep(0.25)
 
 
+DEMO_PORT = 8080
+"""The demo's API and dashboard port when ``--port`` is not given."""
+
+
+@dataclass(frozen=True, slots=True)
+class DemoAccess:
+    """How the demo opens its API: the admin token (``None``: a new one) and the browser."""
+
+    token: str | None = None
+    browser: bool = False
+
+
+def _default_port(host: str) -> int:
+    """:data:`DEMO_PORT`, or 0 (a free port) when something listens there already."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, DEMO_PORT))
+        except OSError:
+            console.print(f"port {DEMO_PORT} is taken: the API takes a free port")
+            return 0
+    return DEMO_PORT
+
+
+async def _demo_token(
+    stack: contextlib.AsyncExitStack, served: RunningApi, root: str, given: str | None
+) -> str:
+    """The demo's admin token for the whole factory: ``given`` (registered when new), or a
+    new one revoked when ``stack`` closes."""
+    from shopfloor.api import AuthError, AuthStore, Scope
+
+    auth = served.app.state.ctx.auth
+    assert isinstance(auth, AuthStore)
+    if given is None:
+        new = await auth.create_token(Scope.admin, [root], name="demo", actor="demo")
+
+        async def revoke() -> None:
+            try:
+                await auth.revoke_token(new.info.id, actor="demo")
+            except AuthError as exc:
+                logging.getLogger(__name__).warning("the demo token stays valid: %s", exc)
+
+        stack.push_async_callback(revoke)
+        return new.token
+    _, info = await auth.authenticate(given)
+    if info is not None:
+        if info.state() != "active":
+            raise ConfigError(f"--token: that token is {info.state()} (in {auth.path})")
+        if info.scope is not Scope.admin or not info.allows(root):
+            raise ConfigError(
+                f"--token: that token exists in {auth.path} with scope {info.scope.value} on "
+                f"{', '.join(info.subtrees)}; the demo needs admin on {root}"
+            )
+        return given
+    try:
+        await auth.create_token(Scope.admin, [root], name="demo", actor="demo", token=given)
+    except AuthError as exc:
+        raise ConfigError(f"--token: {exc}") from exc
+    return given
+
+
+def _sole(group: BaseExceptionGroup[Any]) -> BaseException | None:
+    """The one exception inside ``group`` (through nested groups), or None if several."""
+    inner: BaseException = group
+    while isinstance(inner, BaseExceptionGroup):
+        if len(inner.exceptions) != 1:
+            return None
+        inner = inner.exceptions[0]
+    return inner
+
+
+def _open_browser(url: str) -> bool:
+    """Open ``url`` in a graphical browser; False when there is none (a console browser
+    such as lynx would take over the terminal the demo draws in)."""
+    import webbrowser
+
+    try:
+        browser = webbrowser.get()
+    except webbrowser.Error:
+        return False
+    if type(browser) is webbrowser.GenericBrowser:
+        return False
+    return bool(browser.open(url, new=2))
+
+
+async def _announce(
+    stack: contextlib.AsyncExitStack,
+    served: RunningApi | None,
+    factory: Factory,
+    access: DemoAccess,
+) -> None:
+    """Make the demo's token, print the dashboard's URL with it, open the browser."""
+    from shopfloor.api import ApiServer
+
+    if served is None:
+        return
+    token = await _demo_token(stack, served, factory.document.enterprise.id, access.token)
+    s = served.server
+    local = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(s.host, s.host)
+    dashboard = f"{ApiServer(local, s.port, s.tls).url}/#token={token}"
+    typer.echo(f"dashboard: {dashboard}")
+    typer.echo(f"token: {token}")
+    kept = "kept in the token store" if access.token else "valid while the demo runs"
+    console.print(f"(an admin token for the whole factory, {kept})")
+    # Only for a person at a terminal: scripts and tests (stdout not a TTY) get the link.
+    opened = access.browser and sys.stdout.isatty()
+    if opened and not await asyncio.to_thread(_open_browser, dashboard):
+        console.print("no graphical web browser found: open the dashboard URL above")
+
+
 def _register_demo(app: typer.Typer) -> None:
     @app.command()
     def demo(
@@ -416,25 +536,51 @@ def _register_demo(app: typer.Typer) -> None:
         uns_retain: bool = typer.Option(
             True, "--uns-retain/--no-uns-retain", help=_UNS_RETAIN_HELP
         ),
-        api_port: int | None = API_PORT_OPT,
+        port: int | None = typer.Option(
+            None,
+            "--port",
+            "--api-port",
+            min=0,
+            max=65535,
+            help=f"Port of the API and dashboard (default {DEMO_PORT}, a free one when taken).",
+        ),
         api_host: str = API_HOST_OPT,
         auth_db: Path | None = API_AUTH_DB_OPT,
         api_cert: Path | None = API_CERT_OPT,
         api_key: Path | None = API_KEY_OPT,
+        serve_api: bool = typer.Option(True, "--api/--no-api", help="Serve the API and dashboard."),
+        token: str | None = typer.Option(
+            None,
+            "--token",
+            help="The demo's admin token (sf_<12 hex>_<secret>, kept in the token store); "
+            "default: a new one, revoked when the demo stops.",
+        ),
+        browser: bool = typer.Option(
+            True, "--browser/--no-browser", help="Open the dashboard in a browser (at a terminal)."
+        ),
+        log_format: LogFormat = LOG_FORMAT_OPT,
     ) -> None:
         """Run the simulated factory and the whole platform embedded, in one process.
 
-        With ``--uns`` every value is also published on MQTT at its signal path; when no
-        broker answers at a loopback ``--uns`` URL, an embedded one is started there.
+        The API and the dashboard are served on --port (8080) with an admin token, printed
+        with the dashboard's URL. With ``--uns`` every value is also published on MQTT at
+        its signal path; when no broker answers at a loopback ``--uns`` URL, an embedded one
+        is started there.
         """
         from shopfloor.sim import SimulatorError
 
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        setup_logging(log_format)
         try:
             options = _uns_options(uns, uns_prefix, uns_mode, uns_retain)
-            api = api_options(api_port, api_host, auth_db, api_cert, api_key)
+            api = None
+            if serve_api:
+                where = port if port is not None else _default_port(api_host)
+                api = api_options(where, api_host, auth_db, api_cert, api_key)
+            access = DemoAccess(token, browser)
             rt, expected, stored, publisher = asyncio.run(
-                _run_demo(factory_file, db, speed, seed, port_offset, duration, live, options, api)
+                _run_demo(
+                    factory_file, db, speed, seed, port_offset, duration, live, options, api, access
+                )
             )
         except FactoryFileError as exc:
             console.print(str(exc), markup=False)
@@ -445,6 +591,13 @@ def _register_demo(app: typer.Typer) -> None:
         except SimulatorError as exc:
             console.print(f"[red]error:[/] {exc}")
             raise typer.Exit(1) from exc
+        except ExceptionGroup as group:
+            # The simulator's task groups wrap what failed while they ran (a port in use).
+            cause = _sole(group)
+            if not isinstance(cause, ConfigError | SimulatorError):
+                raise
+            console.print(f"error: {cause}", markup=False)
+            raise typer.Exit(1) from group
         except KeyboardInterrupt:
             console.print("[bold]interrupted[/]: everything accepted was flushed.")
             return

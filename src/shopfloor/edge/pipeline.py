@@ -10,12 +10,13 @@ everything accepted before it returns.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import pyarrow as pa
 
@@ -25,7 +26,7 @@ from shopfloor.edge.mapper import Mapper, Route
 if TYPE_CHECKING:  # the historian imports the edge's batch types
     from shopfloor.historian.base import Historian
 
-__all__ = ["Observer", "Pipeline", "PipelineStats", "Resolver"]
+__all__ = ["WRITE_BUCKETS_S", "Observer", "Pipeline", "PipelineStats", "Resolver"]
 
 Resolver = Callable[[list[tuple[str, str]]], Awaitable[Mapping[tuple[str, str], Route]]]
 """Turns unknown ``(source, address)`` keys into routes (signals created on the fly); keys it
@@ -36,6 +37,9 @@ Observer = Callable[[ReadingBatch], Awaitable[None]]
 alarm and anomaly engines). A failing observer is logged; it never stops the ingest."""
 
 log = logging.getLogger(__name__)
+
+WRITE_BUCKETS_S: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+"""Upper bounds (seconds) of the historian write-time histogram of :class:`PipelineStats`."""
 
 
 @dataclass(slots=True)
@@ -49,7 +53,16 @@ class PipelineStats:
     queue_depth: int = 0
     lag_ms: float = 0.0
     """Time from a batch's arrival to its historian commit, of the last commit."""
+    write_counts: list[int] = field(default_factory=lambda: [0] * (len(WRITE_BUCKETS_S) + 1))
+    """Historian appends per write-time bucket (:data:`WRITE_BUCKETS_S`, then the rest)."""
+    write_seconds: float = 0.0
+    """Total time spent in historian appends."""
     _rate: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=32))
+
+    def observe_write(self, seconds: float) -> None:
+        """Count one historian append that took ``seconds``."""
+        self.write_counts[bisect.bisect_left(WRITE_BUCKETS_S, seconds)] += 1
+        self.write_seconds += seconds
 
     def values_per_s(self) -> float:
         """Stored values per second over the last few seconds."""
@@ -136,7 +149,9 @@ class Pipeline:
                     self.mapper = self.mapper.with_routes(found)
         result = self.mapper.map(raw)
         if len(result.readings):
+            began = time.perf_counter()
             await self.historian.append(result.readings)
+            self.stats.observe_write(time.perf_counter() - began)
         if result.rejected:
             await self.historian.append_dead_letters(result.dead_letters)
             log.warning("%d reading(s) went to the dead letters", result.rejected)
