@@ -158,9 +158,11 @@ def test_every_route_has_a_case(api_data: ApiData) -> None:
     # the data-share routes (admin and partner) have their own matrix: test_api_shares.py
     routes -= {r for r in routes if r[1].startswith(("/api/v1/shares", "/api/v1/shared/"))}
     assert routes == {(c.method, c.route) for c in CASES}
-    # nothing is served outside the versioned prefix but the docs' own helpers and the
-    # Prometheus metrics (at the path every scraper expects)
-    served = {getattr(r, "path", None) for r in app.routes} - {None, "/metrics"}
+    # nothing is served outside the versioned prefix but the Prometheus metrics (at the path
+    # every scraper expects) and the dashboard's page, its files and its token-free bootstrap
+    # document (test_web_static.py); the AAS repository is a sub-application under the prefix
+    outside = {"/metrics", "/", "/dashboard.json", "/web"}
+    served = {getattr(r, "path", None) for r in app.routes} - {None, "/api/v1/aas"} - outside
     assert all(p.startswith("/api/v1/") for p in served), served
 
 
