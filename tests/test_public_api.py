@@ -17,6 +17,9 @@ PACKAGES = [
     "shopfloor.analytics",
     "shopfloor.bus",
     "shopfloor.sdk",
+    "shopfloor.api",
+    "shopfloor.export",
+    "shopfloor.aas",
 ]
 
 

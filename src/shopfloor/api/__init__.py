@@ -7,7 +7,9 @@ append-only audit log); with a :class:`~shopfloor.runtime.Runtime` it also write
 to devices. :class:`LiveHub` feeds the live WebSocket stream (``/api/v1/live``) from the
 pipeline. :func:`server_config`, :func:`serve` and :func:`running_server` run it with
 uvicorn (TLS when a certificate is given). Errors are RFC 9457 problem details; every list
-is paged and bounded (:class:`ApiLimits`).
+is paged and bounded (:class:`ApiLimits`). :class:`ShareStore` keeps the data shares offered
+to partner organisations (:class:`Share`: a data product at a :class:`ShareLevel`, read with
+its own share token under ``/api/v1/shared/…``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from shopfloor.api._deps import ApiLimits
 from shopfloor.api._live import LiveHub, LiveStats
 from shopfloor.api._problems import PROBLEM_TYPES, Problem, ProblemType
 from shopfloor.api._server import ApiServer, running_server, serve, server_config
+from shopfloor.api._shares import NewShare, Share, ShareError, ShareLevel, ShareProduct, ShareStore
 
 __all__ = [
     "API_PREFIX",
@@ -38,10 +41,16 @@ __all__ = [
     "AuthStore",
     "LiveHub",
     "LiveStats",
+    "NewShare",
     "NewToken",
     "Problem",
     "ProblemType",
     "Scope",
+    "Share",
+    "ShareError",
+    "ShareLevel",
+    "ShareProduct",
+    "ShareStore",
     "TokenInfo",
     "covers",
     "create_app",
