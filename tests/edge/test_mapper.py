@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pyarrow as pa
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shopfloor.edge.batch import Quality, RawBatch, RawBatchBuilder
 from shopfloor.edge.mapper import Mapper, Route
+from shopfloor.errors import BatchError
 
 ROUTES = {
     ("plc", "f"): Route(1, "float"),
@@ -136,3 +140,57 @@ def test_nothing_is_lost(rows: list[tuple[str, str, object]]) -> None:
         if (s, a) in ROUTES and accepted(a, v)
     ]
     assert res.readings.table.column("ts").cast("int64").to_pylist() == expected
+
+
+_POOL_ADDRS = ["f", "scaled", "i", "b", "s", "j", "nope", "iscaled"]
+_POOL_VALUES: dict[str, st.SearchStrategy[object]] = {
+    "f": st.floats(-1e6, 1e6),
+    "scaled": st.floats(-1e6, 1e6),
+    "i": st.integers(-(2**40), 2**40) | st.sampled_from(["7", "x"]),
+    "b": st.booleans() | st.sampled_from(["on", "maybe"]),
+    "s": st.text(max_size=4) | st.integers(0, 9),
+    "j": st.sampled_from(['{"a": 1}', "{not json", "[1, 2]"]) | st.integers(0, 9),
+    "nope": st.floats(0, 1),
+    "iscaled": st.integers(-1000, 1000),
+}
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=st.data())
+def test_numbered_addresses_map_like_their_strings(data: st.DataObject) -> None:
+    """A batch with address ids into a pool (as the Sparkplug host sends) maps exactly as the
+    same rows by address string: readings, dead letters and unknown keys."""
+    pool_size = data.draw(st.integers(1, len(_POOL_ADDRS)), label="pool size")
+    pool = _POOL_ADDRS[:pool_size]
+    ids = data.draw(st.lists(st.integers(0, pool_size - 1), min_size=1, max_size=30), label="ids")
+    rows = [("plc", pool[i], data.draw(_POOL_VALUES[pool[i]])) for i in ids]
+    plain = _raw(rows)
+    numbered = RawBatch(plain.table, np.asarray(ids, np.int32), pa.array(pool, pa.string()))
+    mapper = Mapper(ROUTES)
+    for _ in range(2):  # the second time from the mapper's cached pool lookup
+        want, got = mapper.map(plain), mapper.map(numbered)
+        assert got.readings.table.equals(want.readings.table)
+        assert got.dead_letters.drop_columns(["received_at"]).equals(
+            want.dead_letters.drop_columns(["received_at"])
+        )
+        assert got.unknown == want.unknown
+    assert ("plc", "nope") in want.unknown or "nope" not in [pool[i] for i in ids]
+
+
+def test_a_grown_pool_is_looked_up_again() -> None:
+    mapper = Mapper(ROUTES)
+    small = pa.array(["f", "x"], pa.string())
+    batch = RawBatch(_raw([("plc", "x", 1.0)]).table, np.array([1], np.int32), small)
+    assert mapper.map(batch).unknown == (("plc", "x"),)
+    mapper = mapper.with_routes({("plc", "x"): Route(9, "float")})
+    grown = pa.array(["f", "x", "i"], pa.string())
+    batch = RawBatch(
+        _raw([("plc", "x", 2.0), ("plc", "i", 3)]).table, np.array([1, 2], np.int32), grown
+    )
+    result = mapper.map(batch)
+    assert result.readings.table.column("signal_id").to_pylist() == [9, 3]
+    assert result.unknown == ()
+    with pytest.raises(BatchError, match="go together"):
+        RawBatch(batch.table, np.array([1, 2], np.int32))
+    with pytest.raises(BatchError, match="2 address ids for 1 rows"):
+        RawBatch(_raw([("plc", "x", 2.0)]).table, np.array([1, 2], np.int32), grown)

@@ -259,11 +259,10 @@ class DataColumns:
             self._floats.extend(cols.float_value)
         self._rows += n
 
-    def build(self, source: str, addresses: pa.Array) -> pa.Table:
-        """The collected rows as a :data:`RAW_SCHEMA` table; the columns are emptied.
-
-        ``addresses`` is the address pool the plans' ``addr_ids`` index.
-        """
+    def build(self, source: str, addresses: pa.Array) -> tuple[pa.Table, npt.NDArray[np.int32]]:
+        """The collected rows as a :data:`RAW_SCHEMA` table and each row's index into
+        ``addresses`` (the address pool the plans' ``addr_ids`` index); the columns are
+        emptied."""
         n = self._rows
         codes = np.concatenate(self._codes) if n else np.empty(0, np.int8)
         addr = np.concatenate(self._addr) if n else np.empty(0, np.int32)
@@ -327,5 +326,6 @@ class DataColumns:
         )
         if keep is not None:
             table = table.filter(pa.array(keep))
+            addr = addr[keep]
         self.__init__()  # type: ignore[misc]
-        return table
+        return table, addr

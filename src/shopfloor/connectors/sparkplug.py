@@ -426,9 +426,11 @@ class SparkplugConnector(Connector):
         self._builder = RawBatchBuilder()
         self._columns = DataColumns()
         self._columnar = True  # the columnar data path (tests compare it with the general one)
-        self._addresses: list[str] = []
         self._address_ids: dict[str, int] = {}
-        self._address_array: pa.Array | None = None
+        """The address pool: every address of a columnar plan → its index (append only)."""
+        self._new_addresses: list[str] = []
+        self._address_array = pa.array([], pa.string())
+        """The pool as Arrow (its first part; :attr:`_new_addresses` follow)."""
         self._letters = DeadLetterBuilder()
         self._flush_now = asyncio.Event()
         self._client: aiomqtt.Client | None = None
@@ -804,9 +806,8 @@ class SparkplugConnector(Connector):
         """The index of ``address`` in the pool the columnar rows refer to."""
         i = self._address_ids.get(address)
         if i is None:
-            i = self._address_ids[address] = len(self._addresses)
-            self._addresses.append(address)
-            self._address_array = None
+            i = self._address_ids[address] = len(self._address_ids)
+            self._new_addresses.append(address)
         return i
 
     async def _on_state(self, host_id: str, payload: bytes) -> None:
@@ -1000,15 +1001,17 @@ class SparkplugConnector(Connector):
             await self._flush(sink)
 
     async def _flush(self, sink: BatchSink) -> None:
-        tables = []
+        batches = []
         if len(self._builder):
-            tables.append(self._builder.build().table)
+            batches.append(self._builder.build())
         if len(self._columns):
-            if self._address_array is None:
-                self._address_array = pa.array(self._addresses, pa.string())
-            tables.append(self._columns.build(self.name, self._address_array))
-        if tables:
-            batch = RawBatch(tables[0] if len(tables) == 1 else pa.concat_tables(tables))
+            if self._new_addresses:  # the pool grew: a new array with the new ones appended
+                tail = pa.array(self._new_addresses, pa.string())
+                self._address_array = pa.concat_arrays([self._address_array, tail])
+                self._new_addresses = []
+            table, ids = self._columns.build(self.name, self._address_array)
+            batches.append(RawBatch(table, ids, self._address_array))
+        for batch in batches:  # births and deaths first, as they came
             if len(batch):
                 self.status.values_total += len(batch)
                 self.status.batches_total += 1

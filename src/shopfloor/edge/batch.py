@@ -23,6 +23,7 @@ from enum import IntEnum
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -254,13 +255,29 @@ class ReadingBatch:
 
 @dataclass(frozen=True, slots=True)
 class RawBatch:
-    """A batch of readings as a connector sees them (:data:`RAW_SCHEMA`)."""
+    """A batch of readings as a connector sees them (:data:`RAW_SCHEMA`).
+
+    A connector that numbers its addresses may also pass ``address_ids`` (each row's index
+    into ``address_pool``, an array of addresses that only ever grows; every row of the
+    batch then has the same source): the mapper looks each address of the pool up once
+    instead of every row's address string. The table stays complete without them.
+    """
 
     table: pa.Table
+    address_ids: npt.NDArray[np.int32] | None = None
+    """Row → index into :attr:`address_pool` (optional, see above)."""
+    address_pool: pa.Array | None = None
+    """The addresses :attr:`address_ids` index (``address_pool.take(address_ids)`` equals
+    the ``address`` column)."""
 
     def __post_init__(self) -> None:
         if not self.table.schema.equals(RAW_SCHEMA):
             object.__setattr__(self, "table", _conform(self.table, RAW_SCHEMA, "raw batch"))
+        ids = self.address_ids
+        if (ids is None) != (self.address_pool is None):
+            raise BatchError("raw batch: address_ids and address_pool go together")
+        if ids is not None and len(ids) != self.table.num_rows:
+            raise BatchError(f"raw batch: {len(ids)} address ids for {self.table.num_rows} rows")
 
     @classmethod
     def from_columns(

@@ -12,9 +12,9 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -70,6 +70,14 @@ def _columns(
     )
 
 
+def _extends(pool: pa.Array, known: pa.Array) -> bool:
+    """Whether ``pool`` plausibly grew from ``known`` (same first and last known address)."""
+    n = len(known)
+    if len(pool) < n:
+        return False
+    return n == 0 or (pool[0] == known[0] and pool[n - 1] == known[n - 1])
+
+
 def _null_mask(arr: pa.Array) -> np.ndarray:
     return np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
 
@@ -81,6 +89,8 @@ class Mapper:
         self.routes: Mapping[tuple[str, str], Route] = dict(routes)
         self._keys, self._signal_id, self._type, self._scale, self._offset = _columns(routes)
         self._scaled = (self._scale != 1.0) | (self._offset != 0.0)
+        self._pools: dict[str, tuple[pa.Array, npt.NDArray[np.int64]]] = {}
+        """Per source: the last address pool seen and the route index of each address."""
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -105,7 +115,50 @@ class Mapper:
             )
         )
         out._scaled = (out._scale != 1.0) | (out._offset != 0.0)
+        out._pools = {}
+        extra_mapper = Mapper.__new__(Mapper)  # the new routes alone, numbered after ours
+        extra_mapper._keys = cols[0]
+        extra_mapper._pools = {}
+        for source, (pool, routes) in self._pools.items():
+            # the addresses known to no route so far may be known to the new ones
+            missing = np.flatnonzero(routes < 0)
+            found = extra_mapper._lookup(source, pool.take(pa.array(missing)))
+            routes = routes.copy()
+            routes[missing] = np.where(found < 0, -1, found + len(self._keys))
+            out._pools[source] = (pool, routes)
         return out
+
+    def _pool_routes(self, source: str, pool: pa.Array) -> npt.NDArray[np.int64]:
+        """The route index of every address of a connector's pool (-1: none), cached.
+
+        A pool only grows (:class:`RawBatch`): a longer one whose known part still starts and
+        ends alike is looked up for its new addresses only.
+        """
+        cached = self._pools.get(source)
+        if cached is not None and cached[0] is pool:
+            return cached[1]
+        if cached is not None and _extends(pool, cached[0]):
+            old = cached[1]
+            routes = np.concatenate([old, self._lookup(source, pool.slice(len(old)))])
+        else:
+            routes = self._lookup(source, pool)
+        self._pools[source] = (pool, routes)
+        return routes
+
+    def _lookup(self, source: str, addresses: pa.Array) -> npt.NDArray[np.int64]:
+        """The route index of each of ``source``'s distinct ``addresses`` (-1: none)."""
+        out = np.full(len(addresses), -1, np.int64)
+        if not len(addresses) or not len(self._keys):
+            return out
+        keys = pc.binary_join_element_wise(pa.scalar(source), addresses, _SEP)
+        if 4 * len(keys) < len(self._keys):
+            # few addresses: hash them and probe the routes (hashing every route costs more)
+            at = pc.index_in(self._keys, value_set=keys).to_numpy(zero_copy_only=False)
+            hit = ~np.isnan(at) if at.dtype.kind == "f" else np.ones(len(at), bool)
+            out[at[hit].astype(np.int64)] = np.flatnonzero(hit)
+            return out
+        found = pc.index_in(keys, value_set=self._keys).fill_null(-1)
+        return np.asarray(found.to_numpy(zero_copy_only=False), dtype=np.int64)
 
     def unknown(self, raw: RawBatch) -> list[tuple[str, str]]:
         """The distinct ``(source, address)`` keys of ``raw`` that no route covers."""
@@ -141,15 +194,26 @@ class Mapper:
             reason = "address not bound to any signal in the factory file"
             dead = dead_letters_from_raw_rows(t, [reason] * n, received_at)
             return MapResult(ReadingBatch.empty(), dead, tuple(self.unknown(raw)))
-        keys = pc.binary_join_element_wise(t.column("source"), t.column("address"), _SEP)
-        idx_arr = pc.index_in(keys, value_set=self._keys).combine_chunks()
-        unknown = _null_mask(idx_arr)
-        idx = np.asarray(idx_arr.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
+        if raw.address_ids is not None and raw.address_pool is not None:
+            # the connector numbered its addresses: each pool address is looked up once
+            source = str(t.column("source")[0].as_py())
+            found = self._pool_routes(source, raw.address_pool)[raw.address_ids]
+            unknown = found < 0
+            idx = np.where(unknown, 0, found)
+        else:
+            keys = pc.binary_join_element_wise(t.column("source"), t.column("address"), _SEP)
+            idx_arr = pc.index_in(keys, value_set=self._keys).combine_chunks()
+            unknown = _null_mask(idx_arr)
+            idx = np.asarray(idx_arr.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
         reasons = np.full(n, None, dtype=object)
         missing: tuple[tuple[str, str], ...] = ()
         if unknown.any():
             reasons[unknown] = "address not bound to any signal in the factory file"
-            distinct = pc.unique(pc.filter(keys, pa.array(unknown)).combine_chunks())
+            rows = pa.array(np.flatnonzero(unknown))
+            pairs = pc.binary_join_element_wise(
+                t.column("source").take(rows), t.column("address").take(rows), _SEP
+            )
+            distinct = pc.unique(pairs.combine_chunks())
             missing = tuple((a, b) for a, b in (k.split(_SEP, 1) for k in distinct.to_pylist()))
 
         target = self._type[idx]
@@ -161,7 +225,7 @@ class Mapper:
         out["v_bool"] = self._as_bool(cols, target == 2, reasons)
         out["v_str"] = self._as_str(cols, (target == 3) | (target == 4), target == 4, reasons)
 
-        bad = np.array([r is not None for r in reasons], dtype=bool)
+        bad = reasons.astype(bool)  # a reason is a non-empty string
         good = ~bad
         sid = self._signal_id[idx]
         table = pa.Table.from_arrays(
@@ -297,21 +361,30 @@ class Mapper:
         cols: dict[str, pa.Array], mask: np.ndarray, is_json: np.ndarray, reasons: np.ndarray
     ) -> pa.Array:
         s = cols["v_str"]
-        out: list[Any] = s.to_pylist() if mask.any() else [None] * len(mask)
+        n = len(mask)
         if not mask.any():
-            return pa.array(out, pa.string())
-        others = [cols[c].to_pylist() for c in ("v_float", "v_int", "v_bool")]
-        for k in np.flatnonzero(mask):
-            if out[k] is None:
+            return pa.nulls(n, pa.string())
+        has = ~_null_mask(s)
+        # strings of string signals pass as they are; only the rows that need Python — a
+        # value from another column, or JSON to check — are looked at one by one
+        out = pc.if_else(pa.array(mask & has), s, pa.scalar(None, pa.string()))
+        fix = np.flatnonzero(mask & (~has | is_json))
+        if not len(fix):
+            return out
+        rows = pa.array(fix)
+        texts = s.take(rows).to_pylist()
+        others = [cols[c].take(rows).to_pylist() for c in ("v_float", "v_int", "v_bool")]
+        for j, k in enumerate(fix):
+            if texts[j] is None:
                 for col in others:
-                    if col[k] is not None:
-                        out[k] = json.dumps(col[k]) if is_json[k] else str(col[k])
+                    if col[j] is not None:
+                        texts[j] = json.dumps(col[j]) if is_json[k] else str(col[j])
                         break
             elif is_json[k]:
                 try:
-                    json.loads(out[k])
+                    json.loads(texts[j])
                 except ValueError as exc:
                     reasons[k] = f"value is not valid JSON ({exc}) (signal is json)"
-        for k in np.flatnonzero(~mask):
-            out[k] = None
-        return pa.array(out, pa.string())
+        replace = np.zeros(n, dtype=bool)
+        replace[fix] = True
+        return pc.replace_with_mask(out, pa.array(replace), pa.array(texts, pa.string()))

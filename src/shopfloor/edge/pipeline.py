@@ -3,8 +3,11 @@
 Connectors hand raw batches to :meth:`Pipeline.sink`, which waits when the queue is full:
 a slow historian slows intake instead of growing memory. One writer task drains the
 queue, coalesces batches up to ``flush_rows`` or ``flush_interval`` seconds, maps them and
-appends readings and dead letters to the historian. :meth:`Pipeline.close` flushes
-everything accepted before it returns.
+appends readings and dead letters to the historian. When batches are still queued at that
+point (the writer is behind) it takes them too, up to ``max_rows``: commits grow under load,
+and each one's fixed costs (the mapper's lookup table, the historian's transaction) are
+spread over more rows, so the writer catches up instead of falling further behind.
+:meth:`Pipeline.close` flushes everything accepted before it returns.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
+import numpy as np
 import pyarrow as pa
 
 from shopfloor.edge.batch import RawBatch, ReadingBatch
@@ -75,6 +79,18 @@ class PipelineStats:
 _STOP = object()
 
 
+def _concat(batches: list[RawBatch]) -> RawBatch:
+    """One raw batch of ``batches``, keeping the address ids when they share one pool."""
+    if len(batches) == 1:
+        return batches[0]
+    table = pa.concat_tables([b.table for b in batches])
+    pool = batches[0].address_pool
+    if pool is None or any(b.address_pool is not pool for b in batches):
+        return RawBatch(table)
+    ids = [b.address_ids for b in batches]
+    return RawBatch(table, np.concatenate([i for i in ids if i is not None]), pool)
+
+
 class Pipeline:
     """Moves raw batches from connectors into the historian (see the module docstring)."""
 
@@ -86,6 +102,7 @@ class Pipeline:
         max_queue: int = 256,
         flush_rows: int = 100_000,
         flush_interval: float = 0.25,
+        max_rows: int | None = None,
         resolver: Resolver | None = None,
         observers: list[Observer] | None = None,
     ) -> None:
@@ -96,6 +113,8 @@ class Pipeline:
         """Called in order with each committed :class:`ReadingBatch`; append to add one."""
         self.flush_rows = flush_rows
         self.flush_interval = flush_interval
+        self.max_rows = max(flush_rows, max_rows if max_rows is not None else 4 * flush_rows)
+        """The most rows one commit takes when batches queue up (default ``4 * flush_rows``)."""
         self.stats = PipelineStats()
         self._queue: asyncio.Queue[tuple[float, RawBatch] | object] = asyncio.Queue(max_queue)
         self._closed = False
@@ -134,20 +153,28 @@ class Pipeline:
                 assert isinstance(item, tuple)
                 pending.append(item)
                 rows += len(item[1])
+            while not stop and rows < self.max_rows and not self._queue.empty():
+                # behind: what is queued already goes into this commit too
+                item = self._queue.get_nowait()
+                if item is _STOP:
+                    stop = True
+                    break
+                assert isinstance(item, tuple)
+                pending.append(item)
+                rows += len(item[1])
             if pending:
                 await self._commit(pending)
                 pending, rows = [], 0
             self.stats.queue_depth = self._queue.qsize()
 
     async def _commit(self, pending: list[tuple[float, RawBatch]]) -> None:
-        raw = RawBatch(pa.concat_tables([b.table for _, b in pending]))
-        if self.resolver is not None:
-            unknown = self.mapper.unknown(raw)
-            if unknown:
-                found = await self.resolver(unknown)
-                if found:
-                    self.mapper = self.mapper.with_routes(found)
+        raw = _concat([b for _, b in pending])
         result = self.mapper.map(raw)
+        if self.resolver is not None and result.unknown:
+            found = await self.resolver(list(result.unknown))
+            if found:
+                self.mapper = self.mapper.with_routes(found)
+                result = self.mapper.map(raw)
         if len(result.readings):
             began = time.perf_counter()
             await self.historian.append(result.readings)

@@ -144,6 +144,9 @@ RUN_KINDS: Final[frozenset[str]] = frozenset({"state", "counter"})
 
 _T = TypeVar("_T")
 
+_CHECKPOINT_WAL: Final = "64MB"
+"""WAL size at which DuckDB checkpoints on its own."""
+
 log = logging.getLogger(__name__)
 
 _DATA_TYPES: Final[frozenset[str]] = frozenset({"float", "int", "bool", "string", "json"})
@@ -309,36 +312,60 @@ def minutes_sql(source: str = "pending", *, seq: str = "seq", where: str = "") -
     )
 
 
-# Merge aggregates of a finer granularity (the staged batch minutes, or rollup_1m itself
-# when a migration or a retention run rebuilds hours) into a rollup table. A group holds
-# disjoint finer buckets, so first/last are decided by their timestamps without ties; on
-# conflict the stored bucket keeps its first on equal timestamps and takes the new last.
-_MERGE_ROLLUP: Final = """
-INSERT INTO {t}
-SELECT signal_id, {bucket} AS b, min(first_ts), max(last_ts),
-       arg_min("first", first_ts), arg_max("last", last_ts), min("min"), max("max"),
-       sum("sum"), arg_min(i_first, first_ts), arg_max(i_last, last_ts), min(i_min),
-       max(i_max), sum(i_sum), sum("count")
+# Aggregates of a finer granularity (the staged pending minutes, or rollup_1m itself when a
+# migration or a retention run rebuilds hours) grouped into a rollup table's buckets. A group
+# holds disjoint finer buckets, so first/last are decided by their timestamps without ties.
+_BUCKETS: Final = """
+SELECT signal_id, {bucket} AS b, min(first_ts) AS first_ts, max(last_ts) AS last_ts,
+       arg_min("first", first_ts) AS "first", arg_max("last", last_ts) AS "last",
+       min("min") AS "min", max("max") AS "max", sum("sum") AS "sum",
+       arg_min(i_first, first_ts) AS i_first, arg_max(i_last, last_ts) AS i_last,
+       min(i_min) AS i_min, max(i_max) AS i_max, sum(i_sum) AS i_sum, sum("count") AS "count"
 FROM {source}{where}
 GROUP BY signal_id, b
-ON CONFLICT (signal_id, {key}) DO UPDATE SET
-    first_ts = least({t}.first_ts, excluded.first_ts),
-    last_ts = greatest({t}.last_ts, excluded.last_ts),
-    "first" = CASE WHEN excluded.first_ts < {t}.first_ts
-                   THEN excluded."first" ELSE {t}."first" END,
-    "last" = CASE WHEN excluded.last_ts >= {t}.last_ts
-                  THEN excluded."last" ELSE {t}."last" END,
-    "min" = least({t}."min", excluded."min"),
-    "max" = greatest({t}."max", excluded."max"),
-    "sum" = {t}."sum" + excluded."sum",
-    i_first = CASE WHEN excluded.first_ts < {t}.first_ts
-                   THEN excluded.i_first ELSE {t}.i_first END,
-    i_last = CASE WHEN excluded.last_ts >= {t}.last_ts
-                  THEN excluded.i_last ELSE {t}.i_last END,
-    i_min = least({t}.i_min, excluded.i_min),
-    i_max = greatest({t}.i_max, excluded.i_max),
-    i_sum = {t}.i_sum + excluded.i_sum,
-    "count" = {t}."count" + excluded."count"
+"""
+
+# A stored bucket {t} combined with new aggregates {s} of the same bucket: the stored one
+# keeps its first on equal timestamps and takes the new last.
+_COMBINE_BUCKET: Final = """
+    first_ts = least({t}.first_ts, {s}.first_ts),
+    last_ts = greatest({t}.last_ts, {s}.last_ts),
+    "first" = CASE WHEN {s}.first_ts < {t}.first_ts THEN {s}."first" ELSE {t}."first" END,
+    "last" = CASE WHEN {s}.last_ts >= {t}.last_ts THEN {s}."last" ELSE {t}."last" END,
+    "min" = least({t}."min", {s}."min"),
+    "max" = greatest({t}."max", {s}."max"),
+    "sum" = {t}."sum" + {s}."sum",
+    i_first = CASE WHEN {s}.first_ts < {t}.first_ts THEN {s}.i_first ELSE {t}.i_first END,
+    i_last = CASE WHEN {s}.last_ts >= {t}.last_ts THEN {s}.i_last ELSE {t}.i_last END,
+    i_min = least({t}.i_min, {s}.i_min),
+    i_max = greatest({t}.i_max, {s}.i_max),
+    i_sum = {t}.i_sum + {s}.i_sum,
+    "count" = {t}."count" + {s}."count"
+"""
+
+_MERGE_ROLLUP: Final = (
+    "INSERT INTO {t} "
+    + _BUCKETS
+    + "ON CONFLICT (signal_id, {key}) DO UPDATE SET "
+    + _COMBINE_BUCKET.replace("{s}", "excluded")
+)
+
+# The bulk merge of staged buckets (``_buckets``: a rollup table's columns, the bucket in
+# ``b``) into a rollup table: an UPDATE joined with the buckets that are stored already and an
+# INSERT of the others — about a third of the work of INSERT … ON CONFLICT per row. Both are
+# limited to the staged buckets' range [$lo, $hi], which the tables' zone maps prune to.
+_UPDATE_BUCKETS: Final = (
+    "UPDATE {t} SET "
+    + _COMBINE_BUCKET.replace("{s}", "s")
+    + """FROM _buckets s
+WHERE {t}.signal_id = s.signal_id AND {t}.{key} = s.b AND {t}.{key} >= $lo AND {t}.{key} <= $hi
+"""
+)
+_INSERT_BUCKETS: Final = """
+INSERT INTO {t} SELECT * FROM _buckets s WHERE NOT EXISTS (
+    SELECT 1 FROM {t} r
+    WHERE r.signal_id = s.signal_id AND r.{key} = s.b AND r.{key} >= $lo AND r.{key} <= $hi
+)
 """
 
 
@@ -359,7 +386,29 @@ def merge_rollup_sql(
     )
 
 
-_MERGE_INTO_ROLLUPS: Final[tuple[str, ...]] = tuple(merge_rollup_sql(r) for r in _ROLLUPS.values())
+_MINUTES_AS_BUCKETS: Final = f"""
+SELECT signal_id, minute AS b, first_ts, last_ts, "first", "last", "min", "max", "sum", i_first,
+       i_last, i_min, i_max, i_sum, "count"
+FROM {_STAGE}
+"""
+
+
+def merge_buckets_sql(rollup: _Rollup) -> tuple[str, str, str]:
+    """Stage ``_buckets`` from ``_minutes``, update the stored ones, insert the others."""
+    if rollup.width == _MINUTE:  # the staged minutes are the buckets already
+        buckets = _MINUTES_AS_BUCKETS
+    else:
+        bucket = _floor_sql("minute", rollup.width)
+        buckets = _BUCKETS.format(bucket=bucket, source=_STAGE, where="")
+    stage = "CREATE OR REPLACE TEMP TABLE _buckets AS " + buckets
+    update = _UPDATE_BUCKETS.format(t=rollup.table, key=rollup.key)
+    insert = _INSERT_BUCKETS.format(t=rollup.table, key=rollup.key)
+    return stage, update, insert
+
+
+_MERGE_INTO_ROLLUPS: Final[tuple[tuple[str, str, str], ...]] = tuple(
+    merge_buckets_sql(r) for r in _ROLLUPS.values()
+)
 
 # ---------------------------------------------------------------------------------------
 # runs: the run-length encoding of state and counter signals, per minute
@@ -468,22 +517,48 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
 """Statements that bring the schema from version ``n - 1`` to ``n``."""
 
 # The newest sample of each signal among {source}, merged into `latest`.
-_MERGE_LATEST: Final = """
-INSERT INTO latest
-SELECT signal_id, max(ts), arg_max_null(quality, k), arg_max_null(v_float, k),
-       arg_max_null(v_int, k), arg_max_null(v_bool, k), arg_max_null(v_str, k)
+_NEWEST: Final = """
+SELECT signal_id, max(ts) AS ts, arg_max_null(quality, k) AS quality,
+       arg_max_null(v_float, k) AS v_float, arg_max_null(v_int, k) AS v_int,
+       arg_max_null(v_bool, k) AS v_bool, arg_max_null(v_str, k) AS v_str
 FROM (SELECT *, {order} AS k FROM {source})
 GROUP BY signal_id
-ON CONFLICT (signal_id) DO UPDATE SET
+"""
+_MERGE_LATEST: Final = (
+    "INSERT INTO latest "
+    + _NEWEST
+    + """ON CONFLICT (signal_id) DO UPDATE SET
     ts = excluded.ts, quality = excluded.quality, v_float = excluded.v_float,
     v_int = excluded.v_int, v_bool = excluded.v_bool, v_str = excluded.v_str
 WHERE excluded.ts >= latest.ts
+"""
+)
+# The bulk form (as for the rollups): update the signals that have a latest row, insert the
+# others.
+_UPDATE_LATEST: Final = """
+UPDATE latest SET ts = n.ts, quality = n.quality, v_float = n.v_float, v_int = n.v_int,
+    v_bool = n.v_bool, v_str = n.v_str
+FROM _newest n
+WHERE latest.signal_id = n.signal_id AND n.ts >= latest.ts
+"""
+_INSERT_LATEST: Final = """
+INSERT INTO latest SELECT * FROM _newest n
+WHERE NOT EXISTS (SELECT 1 FROM latest l WHERE l.signal_id = n.signal_id)
 """
 
 
 def merge_latest_sql(source: str = "pending", *, seq: str = "seq") -> str:
     """The merge of the newest sample per signal of ``source`` into ``latest``."""
     return _MERGE_LATEST.format(source=source, order=_ORDER.format(seq=seq))
+
+
+# In bulk: the row number of each signal's newest pending row (one integer arg_max: much
+# cheaper than carrying every column through the aggregate), then those rows.
+_STAGE_NEWEST: Final = f"""
+CREATE OR REPLACE TEMP TABLE _newest AS
+SELECT signal_id, ts, quality, v_float, v_int, v_bool, v_str FROM pending
+WHERE rowid IN (SELECT arg_max(rowid, {_ORDER.format(seq="seq")}) FROM pending GROUP BY signal_id)
+"""
 
 
 # ---------------------------------------------------------------------------------------
@@ -661,7 +736,7 @@ class DuckDBHistorian(Historian):
         path: str | os.PathLike[str],
         *,
         threads: int | None = None,
-        merge_rows: int = 600_000,
+        merge_rows: int = 1_000_000,
         merge_s: float = 10.0,
     ) -> None:
         self.path = str(path)
@@ -732,6 +807,9 @@ class DuckDBHistorian(Historian):
         con = duckdb.connect(self.path, config={"threads": self.threads})
         try:
             con.execute("SET TimeZone = 'UTC'")
+            # a checkpoint rewrites the row groups every merge touched: fewer of them (the
+            # default is 16 MB of WAL, a few seconds at 150,000 samples/s) cost less
+            con.execute(f"SET checkpoint_threshold = '{_CHECKPOINT_WAL}'")
             self._migrate(con)
             self._recover(con)
             con.execute(_PENDING_DDL)
@@ -1088,10 +1166,17 @@ class DuckDBHistorian(Historian):
 
         def tx() -> None:
             con.execute(f"CREATE OR REPLACE TEMP TABLE {_STAGE} AS {minutes_sql()}")
-            for merge in _MERGE_INTO_ROLLUPS:
-                con.execute(merge)
+            for stage, update, insert in _MERGE_INTO_ROLLUPS:
+                con.execute(stage)
+                (lo, hi), *_ = con.execute("SELECT min(b), max(b) FROM _buckets").fetchall()
+                con.execute(update, {"lo": lo, "hi": hi})
+                con.execute(insert, {"lo": lo, "hi": hi})
             con.execute(f"DROP TABLE {_STAGE}")
-            con.execute(merge_latest_sql())
+            con.execute("DROP TABLE _buckets")
+            con.execute(_STAGE_NEWEST)
+            con.execute(_UPDATE_LATEST)
+            con.execute(_INSERT_LATEST)
+            con.execute("DROP TABLE _newest")
             con.execute("DELETE FROM pending")
             con.execute("DELETE FROM rollup_backlog")
 
