@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -42,6 +43,29 @@ def _connector_values(text: str) -> dict[str, float]:
             if s.name == "shopfloor_connector_values_total":
                 out[s.labels["connection"]] = s.value
     return out
+
+
+def _check_the_api_runs_on_the_simulated_clock(
+    base: str, auth: dict[str, str], factory_file: Path
+) -> None:
+    """The newest values of the simulated OPC UA servers (stamped with simulated time, at
+    ×60 far ahead of the wall clock) are seconds old on the clock the API tells."""
+    model = load_factory(factory_file)
+    opcua = {
+        s.path
+        for s in model.signals()
+        if s.binding is not None and model.connections[s.binding.connection].protocol == "opcua"
+    }
+    r = httpx.get(f"{base}/api/v1/latest", params={"limit": 1000}, headers=auth, timeout=10)
+    newest = max(
+        datetime.fromisoformat(item["ts"]) for item in r.json()["items"] if item["signal"] in opcua
+    )
+    config = httpx.get(f"{base}/dashboard.json", timeout=10).json()
+    now = datetime.fromtimestamp(config["now_ms"] / 1000, UTC)
+    assert config["speed"] == 60
+    assert newest > datetime.now(UTC) + timedelta(seconds=30)  # simulated time runs ahead
+    # not in the API's future, and recent on its clock (a few real seconds at ×60)
+    assert now - timedelta(minutes=5) < newest <= now + timedelta(seconds=5), (newest, now)
 
 
 @pytest.mark.timeout(300)
@@ -100,6 +124,7 @@ def test_demo_is_scriptable_with_port_and_token(tmp_path: Path) -> None:
         with shopfloor.Client(base, TOKEN) as api:
             latest = api.latest()
         assert len(latest) > 20
+        _check_the_api_runs_on_the_simulated_clock(base, auth, factory)
         assert proc.wait(timeout=120) == 0, err.read_text()
     finally:
         if proc.poll() is None:

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from shopfloor import __version__
 from shopfloor.api._audit import AuditMiddleware
 from shopfloor.api._auth import AuthStore
-from shopfloor.api._deps import ApiContext, ApiLimits
+from shopfloor.api._deps import ApiContext, ApiLimits, Clock, wall_clock
 from shopfloor.api._live import LiveHub
 from shopfloor.api._metrics import install_metrics
 from shopfloor.api._problems import install_problem_handlers, problem_openapi
@@ -62,6 +62,8 @@ def create_app(
     runtime: Runtime | None = None,
     limits: ApiLimits | None = None,
     live: LiveHub | None = None,
+    clock: Clock | None = None,
+    speed: float = 1.0,
 ) -> FastAPI:
     """The API over ``factory`` and ``historian``, authorised by the tokens in ``auth``.
 
@@ -71,7 +73,19 @@ def create_app(
     The live stream (``/api/v1/live``) is fed by ``live`` (a :class:`LiveHub` over
     ``historian`` by default), kept in ``app.state.live``; with a ``runtime`` the hub
     observes it at once, otherwise :meth:`LiveHub.attach` it to one later.
+
+    ``clock`` is the factory's clock (default: the wall clock, UTC), what "now" means for
+    data: relative times (``-1h``), the default end of a range, the end KPIs are computed
+    to. Give the simulator's clock when the data is stamped with simulated time; ``speed``
+    (its seconds per real second) lets the dashboard run its own clock alongside. Both are
+    kept in ``app.state.ctx`` and may be replaced there while the app serves. Tokens,
+    audit entries, shares and setpoint writes always use the wall clock.
     """
+    if speed <= 0:
+        raise ValueError(f"speed must be positive, got {speed}")
+    clock = clock or wall_clock
+    if clock().tzinfo is None:
+        raise ValueError("the clock must return timezone-aware datetimes")
     from shopfloor.api import (
         _aas_routes,
         _data_routes,
@@ -101,6 +115,8 @@ def create_app(
         runtime=runtime,
         limits=limits or ApiLimits(),
         connection_assets=_connection_assets(factory),
+        clock=clock,
+        speed=float(speed),
     )
     app.state.live = live if live is not None else LiveHub(historian)
     if runtime is not None:

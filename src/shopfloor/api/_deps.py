@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ApiContext",
     "ApiLimits",
+    "Clock",
     "Ctx",
     "Cursor",
     "Limit",
@@ -44,7 +45,16 @@ __all__ = [
     "parse_duration",
     "parse_time",
     "require",
+    "wall_clock",
 ]
+
+Clock = Callable[[], datetime]
+"""A clock: returns the current time, timezone-aware."""
+
+
+def wall_clock() -> datetime:
+    """The wall clock in UTC (the default clock of the API)."""
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +77,14 @@ class ApiLimits:
 
 @dataclass(slots=True)
 class ApiContext:
-    """Everything the routes share: model, historian, security store, optional runtime."""
+    """Everything the routes share: model, historian, security store, optional runtime.
+
+    ``clock`` is the factory's clock: what "now" means for data (the default end of a
+    time range, relative times like ``-1h``, the end KPIs and downtime are computed to).
+    It is the wall clock, except beside a simulated factory that runs faster (``shopfloor
+    demo``), whose data is stamped with simulated time. Token expiry, audit entries, shares
+    and setpoint writes are about people and always use the wall clock.
+    """
 
     factory: Factory
     historian: Historian
@@ -76,6 +93,10 @@ class ApiContext:
     limits: ApiLimits = field(default_factory=ApiLimits)
     connection_assets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """Per connection: the asset paths it serves (for the subtree rule of dead letters)."""
+    clock: Clock = wall_clock
+    """The factory's clock (see the class doc); it may be replaced while the app serves."""
+    speed: float = 1.0
+    """How fast ``clock`` runs: its seconds per real second (told to the dashboard)."""
     catalog: pa.Table = field(init=False)
     """The model's signals (:func:`~shopfloor.api._catalog.model_catalog`)."""
     types: dict[str, AssetTypeOut] = field(init=False)
@@ -84,6 +105,10 @@ class ApiContext:
     def __post_init__(self) -> None:
         self.catalog = model_catalog(self.factory)
         self.types = type_out(self.factory)
+
+    def now(self) -> datetime:
+        """The factory's current time: ``clock()`` as aware UTC."""
+        return self.clock().astimezone(UTC)
 
     @property
     def root(self) -> str:
@@ -230,6 +255,7 @@ class TimeRange:
 
 
 def _time_range(
+    ctx: Ctx,
     start: Annotated[
         str | None,
         Query(
@@ -241,7 +267,7 @@ def _time_range(
         str | None, Query(description="End (exclusive), same forms as start. Default: now.")
     ] = None,
 ) -> TimeRange:
-    now = datetime.now(UTC)
+    now = ctx.now()
     try:
         e = parse_time(end, now) if end is not None else now
     except ValueError as exc:

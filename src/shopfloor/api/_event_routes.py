@@ -246,7 +246,7 @@ async def record(
         "end": rng.end.isoformat(),
     }
     stored: dict[str, int] = {}
-    end = min(rng.end, datetime.now(UTC))
+    end = min(rng.end, ctx.now())
     for eq in ctx.factory.equipment():
         if not (eq.path == asset or eq.path.startswith(asset + "/")):
             continue
@@ -301,6 +301,7 @@ async def dead_letters(
     """
     n = page_limit(limit, ctx.limits.page_default, ctx.limits.page_max)
     try:
+        # Dead letters are stamped when they arrive, on the wall clock (not the factory's).
         after_ts = None if since is None else parse_time(since, datetime.now(UTC))
     except ValueError as exc:
         raise ProblemError("invalid-request", f"query parameter 'since': {exc}") from None

@@ -65,7 +65,7 @@ async def kpi_table(
     limit: Limit = None,
     cursor: Cursor = None,
 ) -> KpiTable:
-    """KPI rows of an asset over ``[start, end)`` (end clipped to now), per window.
+    """KPI rows of an asset over ``[start, end)`` (end clipped to the factory's now), per window.
 
     ``oee``: availability, performance, quality, OEE (ISO 22400-2) with their time base;
     ``losses``: the six big losses in seconds and as a share of planned busy time;
@@ -79,7 +79,7 @@ async def kpi_table(
     except KeyError:
         raise ProblemError("not-found", f"no asset {asset!r}") from None
     n = page_limit(limit, ctx.limits.page_default, ctx.limits.page_max)
-    end = min(rng.end, datetime.now(UTC))
+    end = min(rng.end, ctx.now())
     if end <= rng.start:
         raise ProblemError("invalid-request", "the range lies in the future: nothing to compute")
     fn = {"oee": oee, "losses": losses, "iso22400": iso22400}[kpi]

@@ -497,9 +497,9 @@ class _Window:
     end: datetime
 
 
-def _window(share: Share, start: str | None, end: str | None) -> _Window:
-    """The requested range; 403 when it reaches outside the share's window."""
-    now = datetime.now(UTC)
+def _window(share: Share, start: str | None, end: str | None, now: datetime) -> _Window:
+    """The requested range (relative to ``now``, the factory's clock); 403 when it reaches
+    outside the share's window."""
     p = share.product
     try:
         s = parse_time(start, now) if start is not None else p.start
@@ -537,7 +537,7 @@ async def _page(
     i, frm, skip = pos
     parts: list[pa.Table] = []
     got = calls = 0
-    now = datetime.now(UTC)
+    now = ctx.now()
     while i < len(items) and got < n:
         if max_calls is not None and calls >= max_calls:
             return parts, (i, frm, skip)
@@ -680,7 +680,7 @@ async def shared_data(
             raise ProblemError("invalid-request", str(exc)) from None
         if asked != share.product.level:
             raise _outside(f"share {share.name} offers level {share.product.level} only")
-    rng = _window(share, start, end)
+    rng = _window(share, start, end, ctx.now())
     items = _select(share, await _items(ctx, share), signal, asset)
     if fmt == "json":
         n = page_limit(limit, ctx.limits.samples_default, ctx.limits.samples_max)

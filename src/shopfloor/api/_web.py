@@ -3,9 +3,11 @@
 ``/`` answers the page (with a strict Content-Security-Policy: scripts, styles, fonts and
 connections from this origin only), ``/web/…`` its modules, styles and the vendored font,
 and ``/dashboard.json`` what the page needs to know of this server before it has a token:
-the API prefix, whether the WebSocket live stream is there, the version and the unit
-symbols (the UN/CEFACT table plus the factory file's own units). Everything else the page
-reads through the API with the user's token.
+the API prefix, whether the WebSocket live stream is there, the version, the unit
+symbols (the UN/CEFACT table plus the factory file's own units) and the factory's clock
+(``now_ms``, epoch milliseconds at answer time, and ``speed``, its seconds per real second:
+a simulated factory may run ahead of the wall clock). Everything else the page reads
+through the API with the user's token.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Message, Receive, Scope, Send
 
 from shopfloor import __version__
+from shopfloor.api._deps import ApiContext
 from shopfloor.model import UNITS, Factory
 
 __all__ = ["LIVE_PATH", "WEB_DIR", "install_dashboard"]
@@ -91,11 +94,14 @@ def install_dashboard(app: FastAPI, factory: Factory, api_prefix: str) -> None:
     @app.get("/dashboard.json", include_in_schema=False)
     async def dashboard_config() -> JSONResponse:
         live = LIVE_PATH.removeprefix("/") if _has_live(app) else None
+        ctx: ApiContext = app.state.ctx
         body = {
             "version": __version__,
             "api": api_prefix.removeprefix("/"),
             "live": live,
             "units": units,
+            "now_ms": round(ctx.now().timestamp() * 1000),
+            "speed": ctx.speed,
         }
         return JSONResponse(body, headers={"Cache-Control": "no-cache"})
 

@@ -385,11 +385,14 @@ async def start_api(
     historian: Historian,
     db: str,
     options: ApiOptions | None,
+    clock: Callable[[], datetime] | None = None,
 ) -> RunningApi | None:
     """Serve the API until ``stack`` closes (``None`` without options).
 
     Start it *before* the runtime, so that a port in use, wrong TLS files or an unusable
     token store stop ``up`` with a plain :class:`ConfigError`; then :func:`attach_runtime`.
+    ``clock`` is the factory's clock (default: the wall clock; ``demo`` gives the
+    simulator's, see :func:`~shopfloor.api.create_app`).
     """
     from shopfloor.api import AuthError, AuthStore, create_app, running_server, server_config
 
@@ -399,7 +402,7 @@ async def start_api(
         store = await stack.enter_async_context(AuthStore(auth_path(options.auth_db, db)))
     except AuthError as exc:
         raise ConfigError(str(exc)) from exc
-    app = create_app(factory, historian, store)
+    app = create_app(factory, historian, store, clock=clock)
     config = server_config(
         app,
         options.host,

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -309,6 +310,28 @@ async def _mqtt_overrides(factory: Factory, stack: contextlib.AsyncExitStack) ->
 _MQTT = ("vda5050", "sparkplug", "mqtt")
 
 
+class _DemoClock:
+    """The demo's clock (the API's "now"): the wall clock until the simulator runs, then
+    the simulated time, which its data is stamped with.
+
+    The simulator starts at wall-clock now, so the switch is continuous, but for the
+    seconds its servers took to start: the clock never goes back, it waits for the
+    simulated time to catch up (at ``speed``, within a fraction of a second).
+    """
+
+    def __init__(self) -> None:
+        self._source: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self._last = datetime.min.replace(tzinfo=UTC)
+
+    def follow(self, source: Callable[[], datetime]) -> None:
+        """From now on, tell the time of ``source`` (never earlier than told before)."""
+        self._source = source
+
+    def __call__(self) -> datetime:
+        self._last = max(self._last, self._source())
+        return self._last
+
+
 async def _run_demo(
     factory_file: Path,
     db: str,
@@ -329,12 +352,17 @@ async def _run_demo(
         # The API and dashboard first: they answer (without the runtime) within seconds,
         # while the simulated servers take a while to start.
         historian = await stack.enter_async_context(_historian(db))
-        served = await start_api(stack, factory, historian, db, api)
+        clock = _DemoClock()
+        served = await start_api(stack, factory, historian, db, api, clock)
         await _announce(stack, served, factory, access or DemoAccess())
         await _embed_uns_broker(stack, uns_options)
         sim = await stack.enter_async_context(
             Simulator(factory, speed=speed, seed=seed, port_offset=port_offset)
         )
+        # From here the API and the dashboard tell simulated time, like the data.
+        clock.follow(lambda: sim.now)
+        if served is not None:
+            served.app.state.ctx.speed = sim.speed
         mqtt = await _mqtt_overrides(factory, stack)
         devices = await stack.enter_async_context(
             simulate_devices(

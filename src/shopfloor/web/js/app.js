@@ -54,16 +54,33 @@ function initTheme() {
   });
 }
 
+// The factory's time in the top bar (the server's clock: simulated time in the demo).
 function startClock() {
   const el = byId("clock");
   const tz = Intl.DateTimeFormat().resolvedOptions().timeZone || "";
   const f = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
   const tick = () => {
-    el.textContent = f.format(new Date());
-    el.title = `Local time of this browser (${tz})`;
+    const speed = fmt.clockSpeed();
+    el.textContent = f.format(new Date(fmt.now()));
+    el.title = speed === 1 ? `Factory time, in this browser's time zone (${tz})` : `Simulated factory time (×${fmt.num(speed)}), in this browser's time zone (${tz})`;
   };
   tick();
   setInterval(tick, 1000);
+}
+
+async function fetchConfig() {
+  const res = await fetch("dashboard.json", { cache: "no-store" });
+  if (!res.ok) throw new Error(`dashboard.json: HTTP ${res.status}`);
+  const config = await res.json();
+  fmt.setClock(config);
+  return config;
+}
+
+// Follow the server's clock: it may change speed (the demo's simulator starts after the
+// API) or drift from the page's (a simulator that cannot keep up).
+const CLOCK_SYNC_MS = 15_000;
+function syncClock() {
+  setInterval(() => fetchConfig().catch(() => {}), CLOCK_SYNC_MS);
 }
 
 function banner(text) {
@@ -239,17 +256,17 @@ function route() {
 
 async function boot() {
   initTheme();
-  startClock();
   initLogin();
   try {
-    const res = await fetch("dashboard.json", { cache: "no-store" });
-    if (!res.ok) throw new Error(`dashboard.json: HTTP ${res.status}`);
-    state.config = await res.json();
+    state.config = await fetchConfig();
   } catch (err) {
+    startClock();
     byId("boot").hidden = true;
     showFatal(new Error(`The server does not answer (${err.message}).`), () => location.reload());
     return;
   }
+  startClock();
+  syncClock();
   fmt.setUnits(state.config.units);
   window.addEventListener("hashchange", route);
   const token = initialToken();

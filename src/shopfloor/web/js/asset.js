@@ -23,7 +23,11 @@ export class AssetView {
     this.el = h("div", { class: "view asset-view", dataset: { asset: path } });
     this.onValues = (ev) => this.live(ev.detail);
     ctx.feed.addEventListener("values", this.onValues);
-    this.ticker = setInterval(() => this.tick(), 1000);
+    this.ticker = setInterval(() => {
+      this.tick();
+      // a live trend window moves on with the factory's clock, also between values
+      if (this.group && this.charts.size) this.group.tick(fmt.now());
+    }, 1000);
     if (!this.asset) {
       mount(this.el, emptyBox("No such asset", `${path} is not in the tree this token sees.`));
       return;
@@ -165,11 +169,12 @@ export class AssetView {
         .sort((a, b) => limited(a) - limited(b)).slice(0, 2);
       names = [state, ...meas].filter(Boolean).map((x) => x.name);
     }
-    // the newest data sets the live window (a simulated factory may run ahead of the clock)
-    let newest = Date.now();
+    // the live window ends at the factory's now, or at newer data (a clock ahead of the page's)
+    const now = fmt.now();
+    let newest = now;
     for (const sig of this.signals) {
       const v = this.ctx.feed.get(sig.path);
-      if (v && v.ts > newest && v.ts < Date.now() + 400 * 86400_000) newest = v.ts;
+      if (v && v.ts > newest && v.ts < now + 400 * 86400_000) newest = v.ts;
     }
     this.group.tick(newest, true);
     for (const name of names) {
@@ -309,7 +314,7 @@ export class AssetView {
   }
 
   tick() {
-    const now = Date.now();
+    const now = fmt.now();
     for (const t of this.tiles.values()) {
       const ts = Number(t.tile.dataset.ts);
       t.ageEl.textContent = ts ? `${fmt.time(ts)} · ${fmt.age(ts, now)}` : "no value yet";

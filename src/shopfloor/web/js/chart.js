@@ -27,7 +27,7 @@ export class TrendGroup extends EventTarget {
     super();
     this.span = spanMs;
     this.live = true;
-    this.clockMs = Date.now();
+    this.clockMs = fmt.now();
     this.end = this.clockMs;
     this.start = this.end - spanMs;
     this.history = [];
@@ -40,7 +40,7 @@ export class TrendGroup extends EventTarget {
     this.tick(this.clockMs, true);
   }
 
-  /** Move the live window to end at `clockMs` (the newest data or the wall clock). */
+  /** Move the live window to end at `clockMs` (the newest data or the factory's clock). */
   tick(clockMs, force = false) {
     this.clockMs = Math.max(clockMs, this.clockMs);
     if (!this.live && !force) return;

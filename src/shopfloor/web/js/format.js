@@ -93,11 +93,35 @@ export function duration(seconds) {
 const TIME = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
 const DATETIME = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", hour12: false });
 
-/** A time of day, with the date when it is not today. */
+// ------------------------------------------------------------------ the factory's clock
+// Data times are the factory's: the server tells its clock (dashboard.json: now_ms and
+// speed, its seconds per real second; a simulated factory runs ahead of the wall clock),
+// and the page runs it on from there. Date.now() is only for real-time things (timers).
+
+let CLOCK = { nowMs: Date.now(), at: performance.now(), speed: 1 };
+
+/** Set the factory's clock from the server's dashboard.json (received just now). */
+export function setClock(config) {
+  if (!config || !Number.isFinite(config.now_ms)) return;
+  const speed = Number.isFinite(config.speed) && config.speed > 0 ? config.speed : 1;
+  CLOCK = { nowMs: config.now_ms, at: performance.now(), speed };
+}
+
+/** The factory's current time (epoch ms). */
+export function now() {
+  return CLOCK.nowMs + (performance.now() - CLOCK.at) * CLOCK.speed;
+}
+
+/** How fast the factory's clock runs (1: real time). */
+export function clockSpeed() {
+  return CLOCK.speed;
+}
+
+/** A time of day, with the date when it is not the factory's today. */
 export function time(ms) {
   if (ms === null || ms === undefined || !Number.isFinite(ms)) return "–";
   const d = new Date(ms);
-  const today = new Date();
+  const today = new Date(now());
   return d.toDateString() === today.toDateString() ? TIME.format(d) : DATETIME.format(d);
 }
 
@@ -108,13 +132,13 @@ const DHM = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric",
 export function minute(ms) {
   if (!Number.isFinite(ms)) return "–";
   const d = new Date(ms);
-  return d.toDateString() === new Date().toDateString() ? HM.format(d) : DHM.format(d);
+  return d.toDateString() === new Date(now()).toDateString() ? HM.format(d) : DHM.format(d);
 }
 
-/** "3 s ago", "in 4 min" (the simulated factory may run ahead of the wall clock). */
-export function age(ms, now = Date.now()) {
+/** "3 s ago", "in 4 min" on the factory's clock (or at `at`). */
+export function age(ms, at = now()) {
   if (!Number.isFinite(ms)) return "";
-  const dt = (now - ms) / 1000;
+  const dt = (at - ms) / 1000;
   if (Math.abs(dt) < 1.5) return "now";
   return dt > 0 ? `${duration(dt)} ago` : `in ${duration(-dt)}`;
 }

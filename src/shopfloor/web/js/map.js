@@ -72,7 +72,7 @@ export class MapView {
     feed.addEventListener("values", this.onValues);
     feed.want("map", { signals });
     // Driven paths of the last minutes: the hall's extent and the roadmap's shape.
-    const now = Date.now();
+    const now = fmt.now(); // the factory's clock, like every data time
     await Promise.all(this.vehicles.map(async (v) => {
       try {
         const params = { start: new Date(now - HISTORY_MS).toISOString(), end: new Date(now + 60_000).toISOString(), limit: 4000 };
