@@ -5,9 +5,9 @@ One seeded, reproducible run:
 1. **Simulate.** The factory simulator's pure engine (:class:`~shopfloor.sim.FactorySimulation`)
    runs ``stations`` presses in steady production (no failures, idle waits, setups or
    shifts, so that the only anomalies are the injected ones; ``natural_stops`` lets them
-   fail and wait as presses do, whose state changes then count as false alarms), each with
-   four measurements:
-   oil temperature, hydraulic pressure, motor current and vibration, sampled every tick.
+   fail and wait as presses do, whose state changes then count as false alarms where they
+   are scored), each with four measurements: oil temperature, hydraulic pressure, motor
+   current and vibration, sampled every tick.
    After ``warmup_s`` (not recorded; the temperatures settle), sensor faults are injected
    on every signal at random times (:meth:`~shopfloor.sim.FactorySimulation.inject_signal_fault`;
    kinds, durations and magnitudes below, magnitudes in multiples of the signal's noise
@@ -16,7 +16,13 @@ One seeded, reproducible run:
 2. **Detect.** The samples are cut into batches of ``batch_s`` simulated seconds (all
    signals, in time order, as the pipeline commits them) and streamed through one
    :class:`~shopfloor.analytics.anomaly.AnomalyDetector`; only its ``process`` calls are
-   timed (detector samples/s).
+   timed (detector samples/s: measurement samples per second of ``process``). With
+   ``gate`` (the default) each press also has its state signal, whose samples (the raw
+   state code, on every change, as an OPC UA subscription reports them) are in the batches,
+   and the detector gets each press's state signal id and state map as
+   :meth:`~shopfloor.analytics.anomaly.AnomalyEngine.from_factory` gives it: a press is
+   scored only while running and ``settle_s`` after it started, the reference restarting
+   with each running period (the parameters' ``gate``, ``settle_s`` and ``baseline``).
 3. **Baseline.** The same arrays, at once, through a plain NumPy rolling mean / standard
    deviation z-score over the same window and threshold (cumulative sums, no robustness, no
    state to carry): its samples/s is the baseline of the throughput ratio, and its events
@@ -50,17 +56,21 @@ import pyarrow as pa
 from shopfloor.analytics.anomaly import AnomalyDetector
 from shopfloor.edge.batch import ReadingBatch, to_us
 from shopfloor.model import AnomalyParams
-from shopfloor.sim import FAULT_KINDS, FactorySimulation, SignalSpec, StationSpec
+from shopfloor.sim import FAULT_KINDS, STATES, FactorySimulation, SignalSpec, StationSpec
 
 __all__ = ["AnomalyBenchConfig", "FaultSpec", "run_anomaly_bench", "score_events"]
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
+I8 = npt.NDArray[np.int8]
 
 Progress = Callable[[str, float, float], None]
 """``progress(phase, done, total)``: called as a phase advances."""
 
 START: Final = datetime(2025, 1, 6, 6, 0, tzinfo=UTC)
+
+STATE_MAP: Final[dict[str, str]] = {str(code): state for code, state in enumerate(STATES)}
+"""The presses' state map: the simulator writes a state's index as its raw code."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +119,9 @@ class AnomalyBenchConfig:
     injected faults, count as false alarms."""
     params: AnomalyParams = field(default_factory=lambda: AnomalyParams(stuck_samples=30))
     """Detector parameters for every signal (1 s ticks: samples = seconds)."""
+    gate: bool = True
+    """Give the detector each press's state signal and state map (and the state samples),
+    so that ``params.gate`` applies; else it scores whatever the state."""
 
     def __post_init__(self) -> None:
         if self.stations < 1:
@@ -173,8 +186,9 @@ def _plan(cfg: AnomalyBenchConfig, sim: FactorySimulation, paths: Sequence[str])
 
 def _record(
     cfg: AnomalyBenchConfig, sim: FactorySimulation, paths: Sequence[str], report: Progress
-) -> tuple[I64, F64]:
-    """Timestamps (µs) and values (ticks × signals) of the recorded part of the run."""
+) -> tuple[I64, F64, I8]:
+    """Timestamps (µs), values (ticks × signals) and state codes (ticks × stations, indices
+    into :data:`~shopfloor.sim.STATES`) of the recorded part of the run."""
     ticks = round(cfg.hours * 3600.0)
     warm = round(cfg.warmup_s)
     where = {s.path: k for k, s in enumerate(sim.signals)}
@@ -183,24 +197,37 @@ def _record(
         sim.step(min(600, warm - done))
         report("warm-up", done, warm)
     values = np.empty((ticks, len(paths)))
+    states = np.empty((ticks, len(sim.stations)), dtype=np.int8)
     ts = np.empty(ticks, dtype=np.int64)
     start_us = to_us(sim.start)
     for k in range(ticks):
         sim.step()
         values[k] = sim.snapshot()[idx]
+        states[k] = sim.state_codes()
         ts[k] = start_us + round(sim.elapsed_s * 1e6)
         if k % 1000 == 0:
             report("simulate", k, ticks)
     report("simulate", ticks, ticks)
-    return ts, values
+    return ts, values, states
 
 
 def _detect(
-    cfg: AnomalyBenchConfig, paths: Sequence[str], ts: I64, values: F64, report: Progress
-) -> tuple[pa.Table, float, int]:
-    """Stream the samples through a detector; its events, busy seconds, batch count."""
-    detector = AnomalyDetector({i + 1: (p, cfg.params) for i, p in enumerate(paths)})
+    cfg: AnomalyBenchConfig,
+    paths: Sequence[str],
+    stations: Sequence[str],
+    ts: I64,
+    values: F64,
+    states: I8,
+    report: Progress,
+) -> tuple[pa.Table, float, int, AnomalyDetector]:
+    """Stream the samples through a detector; its events, busy seconds, batch count and the
+    detector (its counters)."""
     n_sig = len(paths)
+    # the state signal of station j has id n_sig + 1 + j; its samples are the changes
+    gates = {st: (n_sig + 1 + j, STATE_MAP) for j, st in enumerate(stations)} if cfg.gate else {}
+    detector = AnomalyDetector({i + 1: (p, cfg.params) for i, p in enumerate(paths)}, gates)
+    changed = np.ones_like(states, dtype=bool)
+    changed[1:] = states[1:] != states[:-1]
     per = max(1, round(cfg.batch_s))
     ids = np.arange(1, n_sig + 1, dtype=np.int32)
     events: list[pa.Table] = []
@@ -211,6 +238,17 @@ def _detect(
         batch = ReadingBatch.from_columns(
             np.tile(ids, hi - lo), np.repeat(ts[lo:hi], n_sig), values[lo:hi].ravel()
         )
+        if gates:
+            tick, station = np.nonzero(changed[lo:hi])
+            if tick.size:
+                batch = ReadingBatch.concat(
+                    [
+                        batch,
+                        ReadingBatch.from_columns(
+                            n_sig + 1 + station, ts[lo + tick], states[lo + tick, station]
+                        ),
+                    ]
+                )
         t0 = time.perf_counter()
         out = detector.process(batch)
         busy += time.perf_counter() - t0
@@ -223,7 +261,7 @@ def _detect(
     events.append(detector.flush())
     busy += time.perf_counter() - t0
     report("detect", ts.size, ts.size)
-    return _final(pa.concat_tables(events)), busy, batches
+    return _final(pa.concat_tables(events)), busy, batches, detector
 
 
 def _final(events: pa.Table) -> pa.Table:
@@ -341,12 +379,13 @@ def run_anomaly_bench(cfg: AnomalyBenchConfig, progress: Progress | None = None)
     paths = sim.measurement_signals()
     _plan(cfg, sim, paths)
     t0 = time.perf_counter()
-    ts, values = _record(cfg, sim, paths, report)
+    ts, values, states = _record(cfg, sim, paths, report)
     sim_s = time.perf_counter() - t0
     index = {p: i + 1 for i, p in enumerate(paths)}
     truth = sim.signal_faults()
     faults = [(index[f.signal], f.kind, to_us(f.start), to_us(f.end)) for f in truth]
-    events, busy, batches = _detect(cfg, paths, ts, values, report)
+    stations = [s.path for s in sim.stations]
+    events, busy, batches, detector = _detect(cfg, paths, stations, ts, values, states, report)
     ev = list(
         zip(
             [index[s] for s in events.column("signal").to_pylist()],
@@ -376,6 +415,10 @@ def run_anomaly_bench(cfg: AnomalyBenchConfig, progress: Progress | None = None)
         "rows_per_batch": round(samples / batches) if batches else 0,
         "seed": cfg.seed,
         "natural_stops": cfg.natural_stops,
+        "gate": cfg.gate,
+        "state_samples": int(states.size - (states[1:] == states[:-1]).sum()) if cfg.gate else 0,
+        "samples_gated": detector.stats.samples_gated,
+        "running_share": round(float((states == STATES.index("running")).mean()), 4),
         "tolerance_s": cfg.tolerance_s,
         "params": cfg.params.model_dump(),
         **scored,

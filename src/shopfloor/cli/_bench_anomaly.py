@@ -57,7 +57,22 @@ def anomaly_command(
         False,
         "--natural-stops",
         help="Let the presses fail, wait and stop as they normally do (their state changes "
-        "move the measurements and count as false alarms).",
+        "move the measurements: false alarms unless the gate keeps them from being scored).",
+    ),
+    gate: bool = typer.Option(
+        True,
+        "--gate/--no-gate",
+        help="Give the detector each press's state signal and state map, so that it scores a "
+        "press only while running (and --settle-s after it started); --no-gate scores "
+        "whatever the state.",
+    ),
+    settle_s: float = typer.Option(
+        60.0, "--settle-s", help="Seconds after a start before a press is scored (with the gate)."
+    ),
+    drift_after_s: float | None = typer.Option(
+        None,
+        "--drift-after-s",
+        help="Add the drift check once a press has been running this many seconds (default: off).",
     ),
 ) -> None:
     """Sensor faults injected into the simulator, streamed through the anomaly detector:
@@ -75,6 +90,8 @@ def anomaly_command(
                 "refresh": refresh,
                 "stuck_samples": stuck or None,
                 "scale_from": scale_from,
+                "settle_s": settle_s,
+                "drift_after_s": drift_after_s,
             }
         )
         cfg = AnomalyBenchConfig(
@@ -86,6 +103,7 @@ def anomaly_command(
             seed=seed,
             natural_stops=natural_stops,
             params=params,
+            gate=gate,
         )
     except (ValidationError, ValueError) as exc:
         console.print(f"[red]error:[/] {exc}", markup=True, highlight=False)

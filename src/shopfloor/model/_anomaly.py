@@ -56,6 +56,12 @@ class AnomalyParams(BaseModel):
     apart form one anomaly event, which ends when ``cooldown_s`` passes without one. With
     ``stuck_samples``, a value repeated that many times in a row on a signal that normally
     varies is anomalous too (a frozen sensor).
+
+    Equipment with a state signal and a state map is scored only while ``running`` and
+    ``settle_s`` after it started (``gate``), the reference restarting with each running
+    period (``baseline: reset``). ``drift_after_s`` adds the drift check: the deviation
+    against the noise scale of the window's first differences, above ``drift_threshold``,
+    once the equipment has been running that long.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -87,6 +93,33 @@ class AnomalyParams(BaseModel):
     min_scale: float = Field(
         default=0.0, ge=0.0, description="Floor of the reference scale (1.4826 · MAD), in units."
     )
+    drift_after_s: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="The drift check: the same deviation also scored against the noise scale "
+        "(from first differences; a slow drift does not inflate it) once the equipment has "
+        "been running this many seconds (natural slow changes, e.g. warming up, must be over "
+        "by then); off when not given.",
+    )
+    drift_threshold: float | None = Field(
+        default=None, gt=0.0, description="Threshold of the drift check (default: threshold)."
+    )
+    gate: Literal["running", "none"] | None = Field(
+        default=None,
+        description="Score only while the equipment is running ('running'; the default for "
+        "equipment with a state signal and a state map) or whatever its state ('none').",
+    )
+    settle_s: float = Field(
+        default=60.0,
+        ge=0.0,
+        description="With the running gate: seconds after a transition into running before "
+        "samples are scored (start-up transients).",
+    )
+    baseline: Literal["reset", "keep"] = Field(
+        default="reset",
+        description="With the running gate: the reference restarts (with its warm-up) at every "
+        "running period ('reset'), or running periods share one reference ('keep').",
+    )
 
     @model_validator(mode="after")
     def _fits_window(self) -> AnomalyParams:
@@ -96,6 +129,8 @@ class AnomalyParams(BaseModel):
             )
         if self.refresh > self.window:
             raise ValueError(f"refresh ({self.refresh}) is larger than window ({self.window})")
+        if self.drift_threshold is not None and self.drift_after_s is None:
+            raise ValueError("drift_threshold sets the drift check: give drift_after_s too")
         return self
 
     @property
@@ -140,6 +175,53 @@ def _known(names: Iterable[str]) -> str:
     return ", ".join(listed) if listed else "none"
 
 
+def _state_signal_name(resolved: ResolvedType) -> str | None:
+    """A type's state signal: ``state`` if it is of kind state, else its first signal of
+    kind state (the anomaly engine picks the same)."""
+    found = resolved.signals.get("state")
+    if found is not None and found.kind == "state":
+        return "state"
+    return next((n for n, s in resolved.signals.items() if s.kind == "state"), None)
+
+
+def _no_state_source(resolved: ResolvedType) -> str | None:
+    """Why equipment of a type cannot be gated by its state (``None``: it can)."""
+    if _state_signal_name(resolved) is None:
+        return f"type {resolved.id!r} has no signal of kind state"
+    if not resolved.states:
+        return f"type {resolved.id!r} has no state map ('states')"
+    return None
+
+
+def _check_gate(
+    add: Callable[[Path, str], None],
+    where: Path,
+    rule: AnomalyRule,
+    types: Mapping[str, ResolvedType],
+    broken: set[str],
+    type_of: Mapping[str, str],
+) -> None:
+    """Report a ``gate: running`` entry that selects equipment without a state to gate by.
+
+    The types checked are those of the equipment the entry selects (by path, or of the
+    entry's type or a subtype), or the entry's type itself when it selects no equipment.
+    """
+    if rule.type is None:
+        assets = {p.rsplit("/", 1)[0] for p in rule.paths}
+        chosen = {type_of[a] for a in assets if a in type_of}
+    elif rule.type not in types or rule.type in broken:
+        return  # reported (or not checkable) elsewhere
+    else:
+        chosen = {t for t in type_of.values() if t in types and rule.type in types[t].chain}
+        chosen = chosen or {rule.type}
+    for type_id in sorted(chosen - broken):
+        resolved = types.get(type_id)
+        problem = None if resolved is None else _no_state_source(resolved)
+        if problem is not None:
+            add((*where, "gate"), f"gate 'running' needs the equipment's state: {problem}")
+            return
+
+
 def check_anomaly(
     add: Callable[[Path, str], None],
     rules: Iterable[tuple[Path, AnomalyRule]],
@@ -155,7 +237,9 @@ def check_anomaly(
     """
     signals: dict[str, str] = {}
     uncertain: set[str] = set()  # equipment whose signals are not known
+    type_of: dict[str, str] = {}
     for path, type_id in equipment:
+        type_of[path] = type_id
         resolved = types.get(type_id)
         if resolved is None or type_id in broken:
             uncertain.add(path)
@@ -174,6 +258,8 @@ def check_anomaly(
                     (*where, "paths", j),
                     f"signal {sig_path!r} is {data_type}: anomaly detection needs float or int",
                 )
+        if rule.gate == "running":
+            _check_gate(add, where, rule, types, broken, type_of)
         if rule.type is None or rule.type in broken:
             continue
         resolved = types.get(rule.type)
