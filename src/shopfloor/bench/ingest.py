@@ -67,7 +67,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -77,6 +77,11 @@ import pyarrow as pa
 from shopfloor.connectors._sparkplug_payload import DataType
 from shopfloor.edge.batch import ReadingBatch
 from shopfloor.historian import Historian, SignalInfo, open_historian
+
+if TYPE_CHECKING:
+    from shopfloor.connectors.sparkplug import SparkplugConnector
+    from shopfloor.edge.pipeline import PipelineStats
+    from shopfloor.runtime import Runtime
 
 __all__ = ["DEVICES_PER_NODE", "TARGETS", "IngestBenchConfig", "run_ingest_bench"]
 
@@ -275,6 +280,30 @@ def _baseline_main(
 # --------------------------------------------------------------------------- the host
 
 
+class _LoopLag:
+    """How late the host's event loop wakes a task that sleeps ``tick_s``: while it is busy
+    (decoding, mapping, a long callback) the host does not read its socket, and the broker
+    drops QoS 0 messages once its queue for the host is full."""
+
+    def __init__(self, tick_s: float = 0.02) -> None:
+        self.tick_s = tick_s
+        self.max_ms = 0.0
+        self.over_100ms = 0
+
+    def reset(self) -> None:
+        """Forget what was seen so far."""
+        self.max_ms, self.over_100ms = 0.0, 0
+
+    async def run(self) -> None:
+        """Measure until cancelled."""
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(self.tick_s)
+            late = (time.perf_counter() - t - self.tick_s) * 1000.0
+            self.max_ms = max(self.max_ms, late)
+            self.over_100ms += late > 100.0
+
+
 class _Latency:
     """A pipeline observer: histogram of edge timestamp → commit (1 ms bins) while on, and
     how far behind the newest value of the last commit is."""
@@ -466,118 +495,146 @@ async def _measure(
     from shopfloor.connectors.sparkplug import SparkplugConnector
     from shopfloor.runtime import Runtime
 
-    offered = figures["offered_values_per_s"]
     latency = _Latency()
     async with Runtime(_factory(group, cfg.broker), historian, observers=[latency]) as rt:
         connector = rt.connectors[0]
         assert isinstance(connector, SparkplugConnector)
         assert rt.pipeline is not None
         stats = rt.pipeline.stats
-        await _wait(lambda: connector.status.state == "connected", 15.0, "the host to connect")
-        report("starting edges and baseline", 0, 2)
-        kids.baseline.start()
-        if not await asyncio.to_thread(kids.baseline_ready.wait, 30.0):
-            raise TimeoutError("ingest bench: the baseline subscriber did not come up")
-        if kids.baseline_rx.poll():
-            await _receive(kids.baseline_rx, "baseline", 0.0)
-        report("starting edges and baseline", 1, 2)
-        kids.edge.start()
-        if not await asyncio.to_thread(kids.edge_ready.wait, 90.0):
-            raise TimeoutError("ingest bench: the edges did not come up")
-        if kids.edge_rx.poll():
-            await _receive(kids.edge_rx, "edge", 0.0)
-        report("starting edges and baseline", 2, 2)
-        # Warm-up: a signal created for every metric of the births, then steady flow.
-        expected = figures["devices"] * cfg.metrics
-        t_w = time.monotonic()
-        while len(rt.discovered) < expected:
-            if time.monotonic() - t_w > cfg.warmup_timeout_s:
-                raise TimeoutError(
-                    f"ingest bench: {len(rt.discovered):,} of {expected:,} signals created "
-                    f"after {cfg.warmup_timeout_s:g} s"
-                )
-            report("warm-up: signals from the births", len(rt.discovered), expected)
-            await asyncio.sleep(0.25)
-        report("warm-up: signals from the births", expected, expected)
-        figures["warmup_s"] = round(time.monotonic() - t_w, 1)
-        figures["rss_mb_warm"] = _rss_mb()
-        # Settle: steady flow, the births' backlog worked off (the newest stored value at
-        # most _CAUGHT_UP_MS old), for settle_s at least and warmup_timeout_s at most.
-        t_s = time.monotonic()
-        await asyncio.sleep(cfg.settle_s)
-        while latency.behind_ms > _CAUGHT_UP_MS and time.monotonic() - t_s < cfg.warmup_timeout_s:
-            report("settling: the births' backlog", time.monotonic() - t_s, cfg.warmup_timeout_s)
-            await asyncio.sleep(0.25)
-        figures["settle_s"] = round(time.monotonic() - t_s, 1)
-        figures["settled"] = latency.behind_ms <= _CAUGHT_UP_MS
+        loop_lag = _LoopLag()
+        lag_task = asyncio.create_task(loop_lag.run())
+        try:
+            await _measure_runtime(
+                cfg, rt, connector, stats, latency, loop_lag, figures, kids, report, reset
+            )
+        finally:
+            lag_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lag_task
 
-        # The window: host, edges and baseline all count from here to its end.
-        sp = connector.metrics
-        stored0, pub0, msg0 = stats.values_stored, kids.values.value, kids.messages.value
-        data0 = sp.data_messages_total
-        gaps0, rebirths0 = sp.seq_gaps_total, sp.rebirth_requests_total
-        kids.start.set()
-        latency.recording = True
-        t0, cpu0 = time.monotonic(), _cpu_s()
-        samples: list[tuple[float, int]] = []
-        max_queue = 0
-        while (now := time.monotonic()) - t0 < cfg.seconds:
-            backlog = (kids.values.value - pub0) - (stats.values_stored - stored0)
-            samples.append((now - t0, backlog))
-            max_queue = max(max_queue, stats.queue_depth)
-            report("measuring", now - t0, cfg.seconds)
-            await asyncio.sleep(0.5)
-        kids.end.set()
-        wall, cpu = time.monotonic() - t0, _cpu_s() - cpu0
-        stored = stats.values_stored - stored0
-        data_msgs = sp.data_messages_total - data0
-        published, sent = kids.values.value - pub0, kids.messages.value - msg0
-        latency.recording = False
-        report("measuring", cfg.seconds, cfg.seconds)
 
-        values_per_s = stored / wall
-        t = np.array([s[0] for s in samples])
-        b = np.array([s[1] for s in samples], dtype=np.float64)
-        slope = float(np.polyfit(t, b, 1)[0]) if len(samples) >= 3 else 0.0
-        figures.update(
-            {
-                "values_per_s": round(values_per_s),
-                "edge_values_per_s": round(published / wall),
-                "edge_msgs_per_s": round(sent / wall),
-                "keeps_up": values_per_s >= STORED_FRACTION * offered,
-                "backlog_grew": bool(slope * wall > max(offered, 1.0)),
-                "backlog_slope_values_per_s": round(slope, 1),
-                "backlog_end_values": int(b[-1]) if len(b) else 0,
-                "pipeline_queue_max": max_queue,
-                "p50_latency_ms": latency.percentile_ms(0.50),
-                "p99_latency_ms": latency.percentile_ms(0.99),
-                "msgs_per_s": round(data_msgs / wall, 1),
-                "host_cpu_pct": round(100.0 * cpu / wall, 1),
-                "host_seq_gaps": sp.seq_gaps_total,
-                "host_seq_gaps_in_window": sp.seq_gaps_total - gaps0,
-                "host_rebirth_requests": sp.rebirth_requests_total,
-                "host_rebirth_requests_in_window": sp.rebirth_requests_total - rebirths0,
-                "host_dead_letters": sp.dead_letters_total + stats.dead_letters,
-                "signals_created": len(rt.discovered),
-            }
-        )
-        base = await _receive(kids.baseline_rx, "baseline", 30.0)
-        figures["baseline_msgs_per_s"] = round(base["messages"] / base["wall_s"], 1)
-        figures["baseline_cpu_pct"] = round(100.0 * base["cpu_s"] / base["wall_s"], 1)
-        if cfg.profile or (cfg.profile is None and not figures["keeps_up"]):
-            prof = cProfile.Profile()
-            report("profiling the host", 0, cfg.profile_s)
-            prof.enable()
-            try:
-                await asyncio.sleep(cfg.profile_s)
-            finally:
-                prof.disable()
-            report("profiling the host", cfg.profile_s, cfg.profile_s)
-            figures["profile_s"] = cfg.profile_s
-            figures["profile_top"] = _top_costs(prof)
-        figures["rss_mb_end"] = _rss_mb()
-        figures["peak_rss_mb"] = _peak_rss_mb(reset)
-        figures["peak_rss_mb_with_setup"] = _peak_rss_mb(False)
+async def _measure_runtime(
+    cfg: IngestBenchConfig,
+    rt: Runtime,
+    connector: SparkplugConnector,
+    stats: PipelineStats,
+    latency: _Latency,
+    loop_lag: _LoopLag,
+    figures: dict[str, Any],
+    kids: _Children,
+    report: Progress,
+    reset: bool,
+) -> None:
+    """The host phase once the runtime runs (see :func:`_measure`)."""
+    offered = figures["offered_values_per_s"]
+    await _wait(lambda: connector.status.state == "connected", 15.0, "the host to connect")
+    report("starting edges and baseline", 0, 2)
+    kids.baseline.start()
+    if not await asyncio.to_thread(kids.baseline_ready.wait, 30.0):
+        raise TimeoutError("ingest bench: the baseline subscriber did not come up")
+    if kids.baseline_rx.poll():
+        await _receive(kids.baseline_rx, "baseline", 0.0)
+    report("starting edges and baseline", 1, 2)
+    kids.edge.start()
+    if not await asyncio.to_thread(kids.edge_ready.wait, 90.0):
+        raise TimeoutError("ingest bench: the edges did not come up")
+    if kids.edge_rx.poll():
+        await _receive(kids.edge_rx, "edge", 0.0)
+    report("starting edges and baseline", 2, 2)
+    # Warm-up: a signal created for every metric of the births, then steady flow.
+    expected = figures["devices"] * cfg.metrics
+    t_w = time.monotonic()
+    while len(rt.discovered) < expected:
+        if time.monotonic() - t_w > cfg.warmup_timeout_s:
+            raise TimeoutError(
+                f"ingest bench: {len(rt.discovered):,} of {expected:,} signals created "
+                f"after {cfg.warmup_timeout_s:g} s"
+            )
+        report("warm-up: signals from the births", len(rt.discovered), expected)
+        await asyncio.sleep(0.25)
+    report("warm-up: signals from the births", expected, expected)
+    figures["warmup_s"] = round(time.monotonic() - t_w, 1)
+    figures["rss_mb_warm"] = _rss_mb()
+    # Settle: steady flow, the births' backlog worked off (the newest stored value at
+    # most _CAUGHT_UP_MS old), for settle_s at least and warmup_timeout_s at most.
+    t_s = time.monotonic()
+    await asyncio.sleep(cfg.settle_s)
+    while latency.behind_ms > _CAUGHT_UP_MS and time.monotonic() - t_s < cfg.warmup_timeout_s:
+        report("settling: the births' backlog", time.monotonic() - t_s, cfg.warmup_timeout_s)
+        await asyncio.sleep(0.25)
+    figures["settle_s"] = round(time.monotonic() - t_s, 1)
+    figures["settled"] = latency.behind_ms <= _CAUGHT_UP_MS
+
+    # The window: host, edges and baseline all count from here to its end.
+    sp = connector.metrics
+    stored0, pub0, msg0 = stats.values_stored, kids.values.value, kids.messages.value
+    data0 = sp.data_messages_total
+    gaps0, rebirths0 = sp.seq_gaps_total, sp.rebirth_requests_total
+    loop_lag.reset()
+    kids.start.set()
+    latency.recording = True
+    t0, cpu0 = time.monotonic(), _cpu_s()
+    samples: list[tuple[float, int]] = []
+    max_queue = 0
+    while (now := time.monotonic()) - t0 < cfg.seconds:
+        backlog = (kids.values.value - pub0) - (stats.values_stored - stored0)
+        samples.append((now - t0, backlog))
+        max_queue = max(max_queue, stats.queue_depth)
+        report("measuring", now - t0, cfg.seconds)
+        await asyncio.sleep(0.5)
+    kids.end.set()
+    wall, cpu = time.monotonic() - t0, _cpu_s() - cpu0
+    stored = stats.values_stored - stored0
+    data_msgs = sp.data_messages_total - data0
+    published, sent = kids.values.value - pub0, kids.messages.value - msg0
+    latency.recording = False
+    report("measuring", cfg.seconds, cfg.seconds)
+
+    values_per_s = stored / wall
+    t = np.array([s[0] for s in samples])
+    b = np.array([s[1] for s in samples], dtype=np.float64)
+    slope = float(np.polyfit(t, b, 1)[0]) if len(samples) >= 3 else 0.0
+    figures.update(
+        {
+            "values_per_s": round(values_per_s),
+            "edge_values_per_s": round(published / wall),
+            "edge_msgs_per_s": round(sent / wall),
+            "keeps_up": values_per_s >= STORED_FRACTION * offered,
+            "backlog_grew": bool(slope * wall > max(offered, 1.0)),
+            "backlog_slope_values_per_s": round(slope, 1),
+            "backlog_end_values": int(b[-1]) if len(b) else 0,
+            "pipeline_queue_max": max_queue,
+            "p50_latency_ms": latency.percentile_ms(0.50),
+            "p99_latency_ms": latency.percentile_ms(0.99),
+            "msgs_per_s": round(data_msgs / wall, 1),
+            "host_cpu_pct": round(100.0 * cpu / wall, 1),
+            "host_loop_lag_max_ms": round(loop_lag.max_ms, 1),
+            "host_loop_stalls_over_100ms": loop_lag.over_100ms,
+            "host_seq_gaps": sp.seq_gaps_total,
+            "host_seq_gaps_in_window": sp.seq_gaps_total - gaps0,
+            "host_rebirth_requests": sp.rebirth_requests_total,
+            "host_rebirth_requests_in_window": sp.rebirth_requests_total - rebirths0,
+            "host_dead_letters": sp.dead_letters_total + stats.dead_letters,
+            "signals_created": len(rt.discovered),
+        }
+    )
+    base = await _receive(kids.baseline_rx, "baseline", 30.0)
+    figures["baseline_msgs_per_s"] = round(base["messages"] / base["wall_s"], 1)
+    figures["baseline_cpu_pct"] = round(100.0 * base["cpu_s"] / base["wall_s"], 1)
+    if cfg.profile or (cfg.profile is None and not figures["keeps_up"]):
+        prof = cProfile.Profile()
+        report("profiling the host", 0, cfg.profile_s)
+        prof.enable()
+        try:
+            await asyncio.sleep(cfg.profile_s)
+        finally:
+            prof.disable()
+        report("profiling the host", cfg.profile_s, cfg.profile_s)
+        figures["profile_s"] = cfg.profile_s
+        figures["profile_top"] = _top_costs(prof)
+    figures["rss_mb_end"] = _rss_mb()
+    figures["peak_rss_mb"] = _peak_rss_mb(reset)
+    figures["peak_rss_mb_with_setup"] = _peak_rss_mb(False)
 
 
 async def run_ingest_bench(
