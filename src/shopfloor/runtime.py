@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Self
 import pyarrow as pa
 
 from shopfloor.connectors import Connector, PointSpec, TableSink, create_connector, protocols
+from shopfloor.connectors.base import Clock, wall_clock_us
 from shopfloor.edge.mapper import Mapper, Route
 from shopfloor.edge.pipeline import Observer, Pipeline
 from shopfloor.historian.base import Historian, SignalInfo
@@ -52,7 +53,9 @@ class Runtime:
     """The embedded platform for one factory file (see the module docstring).
 
     ``endpoint_override`` (connection name → endpoint) points connections elsewhere than
-    the file says, e.g. at a simulator on other ports.
+    the file says, e.g. at a simulator on other ports. ``clock`` (µs since the epoch) is
+    given to every connector to stamp the data its protocol does not stamp (the wall clock
+    by default; the demo's simulated time).
     """
 
     def __init__(
@@ -66,8 +69,11 @@ class Runtime:
         observers: Sequence[Observer] = (),
         event_observers: Sequence[TableSink] = (),
         alarms: bool = True,
+        clock: Clock = wall_clock_us,
     ) -> None:
         self.factory = factory
+        self.clock = clock
+        """Stamps the connectors' data where the protocol gives no time."""
         self.alarms: AlarmEngine | None = None
         """The alarm engine, running when the file has alarm rules (and ``alarms`` is true)."""
         self._alarms_enabled = alarms
@@ -139,17 +145,17 @@ class Runtime:
             elif not points.get(name):
                 self.skipped[name] = "no signal is bound to it"
                 continue
-            self.connectors.append(
-                create_connector(
-                    conn.protocol,
-                    name,
-                    self._endpoints.get(name, conn.endpoint),
-                    points[name],
-                    options,
-                    dead_letter_sink=self.historian.append_dead_letters,
-                    event_sink=self._event_sink(name),
-                )
+            connector = create_connector(
+                conn.protocol,
+                name,
+                self._endpoints.get(name, conn.endpoint),
+                points[name],
+                options,
+                dead_letter_sink=self.historian.append_dead_letters,
+                event_sink=self._event_sink(name),
             )
+            connector.clock = self.clock
+            self.connectors.append(connector)
         if self._alarms_enabled and self.factory.document.alarms.rules:
             from shopfloor.analytics.alarms import AlarmEngine
 

@@ -49,23 +49,35 @@ def _check_the_api_runs_on_the_simulated_clock(
     base: str, auth: dict[str, str], factory_file: Path
 ) -> None:
     """The newest values of the simulated OPC UA servers (stamped with simulated time, at
-    ×60 far ahead of the wall clock) are seconds old on the clock the API tells."""
+    ×60 far ahead of the wall clock), of the Modbus meters (stamped by the connector with
+    the demo's clock) and of the AGVs (stamped by the vehicles with the simulator's) are
+    seconds old on the clock the API tells."""
     model = load_factory(factory_file)
-    opcua = {
-        s.path
-        for s in model.signals()
-        if s.binding is not None and model.connections[s.binding.connection].protocol == "opcua"
-    }
+    by_protocol: dict[str, set[str]] = {}
+    for s in model.signals():
+        if s.binding is not None:
+            protocol = model.connections[s.binding.connection].protocol
+            by_protocol.setdefault(protocol, set()).add(s.path)
     r = httpx.get(f"{base}/api/v1/latest", params={"limit": 1000}, headers=auth, timeout=10)
-    newest = max(
-        datetime.fromisoformat(item["ts"]) for item in r.json()["items"] if item["signal"] in opcua
-    )
+    items = r.json()["items"]
     config = httpx.get(f"{base}/dashboard.json", timeout=10).json()
     now = datetime.fromtimestamp(config["now_ms"] / 1000, UTC)
     assert config["speed"] == 60
-    assert newest > datetime.now(UTC) + timedelta(seconds=30)  # simulated time runs ahead
-    # not in the API's future, and recent on its clock (a few real seconds at ×60)
-    assert now - timedelta(minutes=5) < newest <= now + timedelta(seconds=5), (newest, now)
+    for protocol in ("opcua", "modbus", "vda5050"):
+        stamps = [
+            datetime.fromisoformat(item["ts"])
+            for item in items
+            if item["signal"] in by_protocol[protocol]
+        ]
+        assert stamps, f"no {protocol} value"
+        newest = max(stamps)
+        assert newest > datetime.now(UTC) + timedelta(seconds=30), protocol  # runs ahead
+        # not in the API's future, and recent on its clock (a few real seconds at ×60)
+        assert now - timedelta(minutes=5) < newest <= now + timedelta(seconds=5), (
+            protocol,
+            newest,
+            now,
+        )
 
 
 @pytest.mark.timeout(300)

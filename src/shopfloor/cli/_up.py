@@ -33,6 +33,7 @@ from shopfloor.cli._api import (
     start_api,
 )
 from shopfloor.cli._logs import LOG_FORMAT_OPT, LogFormat, setup_logging
+from shopfloor.edge.batch import to_us
 from shopfloor.errors import ConfigError, ShopfloorError
 from shopfloor.historian import Historian, open_historian
 from shopfloor.model import Factory, FactoryFileError, load_factory
@@ -377,8 +378,15 @@ async def _run_demo(
         )
         uns = await _start_uns(stack, historian, uns_options)
         endpoints = sim.endpoints | devices.endpoints | mqtt
+        # The connectors stamp what the devices do not (Modbus polls) with simulated time.
         rt = await stack.enter_async_context(
-            Runtime(factory, historian, endpoint_override=endpoints, **_observing(uns))
+            Runtime(
+                factory,
+                historian,
+                endpoint_override=endpoints,
+                clock=lambda: to_us(clock()),
+                **_observing(uns),
+            )
         )
         attach_runtime(stack, served, rt)
         started = time.monotonic()

@@ -5,6 +5,10 @@ connection settings and the list of points to read (:class:`PointSpec`), and han
 :class:`~shopfloor.edge.batch.RawBatch` objects to a sink. It owns reconnects (jittered,
 capped exponential backoff), the protocol's own rules, and it logs state changes only
 (one line when the device goes away, one when it is back).
+
+Timestamps of data (a sample's receive time, when the protocol gives none) come from the
+connector's :attr:`Connector.clock`, the wall clock unless the platform sets another one
+(the demo sets the simulated factory's clock); connection status stays on the wall clock.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +30,7 @@ from shopfloor.edge.batch import Quality, RawBatch, RawBatchBuilder
 __all__ = [
     "Backoff",
     "BatchSink",
+    "Clock",
     "Connector",
     "ConnectorState",
     "ConnectorStatus",
@@ -32,6 +38,7 @@ __all__ = [
     "PointInfo",
     "PointSpec",
     "TableSink",
+    "wall_clock_us",
 ]
 
 BatchSink = Callable[[RawBatch], Awaitable[None]]
@@ -40,6 +47,16 @@ BatchSink = Callable[[RawBatch], Awaitable[None]]
 TableSink = Callable[[pa.Table], Awaitable[object]]
 """Where a connector delivers dead letters (``DEAD_LETTER_SCHEMA``) or events
 (``EVENT_SCHEMA``)."""
+
+Clock = Callable[[], int]
+"""A source of "now" for data timestamps: microseconds since the Unix epoch (UTC)."""
+
+
+def wall_clock_us() -> int:
+    """The wall clock in microseconds since the Unix epoch: every connector's default
+    :data:`Clock`."""
+    return time.time_ns() // 1000
+
 
 ConnectorState = Literal["starting", "connected", "disconnected", "failed", "stopped"]
 
@@ -201,6 +218,9 @@ class Connector(ABC):
         self.points = list(points)
         self.options: Mapping[str, Any] = dict(options or {})
         self.status = ConnectorStatus(name=name, protocol=self.protocol)
+        self.clock: Clock = wall_clock_us
+        """Stamps data the protocol does not stamp itself (µs since the epoch); the wall
+        clock unless set (before :meth:`run`) to another one, e.g. a simulation's."""
 
     @abstractmethod
     async def run(self, sink: BatchSink) -> None:

@@ -88,7 +88,7 @@ request ``BAD_CONFIG_ERROR`` (illegal function 1, illegal address 2, illegal val
 0x0A / 0x0B, timeouts); such a point yields one bad row per change, and one log line is
 written per change of a request's state. Connection loss yields one ``BAD_NOT_CONNECTED``
 row per point at the time of loss. Timestamps are the poll time, taken when the response
-arrives (UTC µs).
+arrives (UTC µs) from the connector's :attr:`~shopfloor.connectors.base.Connector.clock`.
 """
 
 from __future__ import annotations
@@ -593,10 +593,6 @@ def _coerce(value: Any, data_type: str) -> Any:
     return value
 
 
-def _now_us() -> int:
-    return time.time_ns() // 1000
-
-
 class _ConnectionLost(Exception):  # noqa: N818 - internal signal, never leaves the module
     pass
 
@@ -857,7 +853,7 @@ class ModbusConnector(Connector):
         raise _ConnectionLost
 
     def _mark_disconnected(self) -> None:
-        ts = _now_us()
+        ts = self.clock()
         for p in self._points:
             self._emit(p, ts, None, Quality.BAD_NOT_CONNECTED)
         self._outbox.flush_soon()
@@ -951,7 +947,7 @@ class ModbusConnector(Connector):
                 f"no answer ({_describe(exc)})", Quality.BAD_COMM_FAILURE, no_answer=True
             ) from exc
         self._units[unit].answered = True
-        ts = _now_us()
+        ts = self.clock()
         if rr.isError():
             code = int(rr.exception_code)
             raise _RequestFailed(
@@ -999,13 +995,13 @@ class ModbusConnector(Connector):
                 len(req.points),
                 text,
             )
-        ts = _now_us()
+        ts = self.clock()
         for p in req.points:
             self._emit(p, ts, None, exc.quality)
 
     def _mark(self, requests: Sequence[_Request], quality: Quality) -> None:
         """A bad row for the points of ``requests`` (where their quality changes)."""
-        ts = _now_us()
+        ts = self.clock()
         for req in requests:
             for p in req.points:
                 self._emit(p, ts, None, quality)

@@ -107,7 +107,6 @@ import math
 import os
 import re
 import ssl
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
@@ -644,10 +643,6 @@ def _describe_exc(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _now_us() -> int:
-    return time.time_ns() // 1000
-
-
 # --------------------------------------------------------------------------- connector
 
 
@@ -784,7 +779,7 @@ class MqttJsonConnector(Connector):
     def _on_message(self, topic: str, payload: bytes, received_us: int | None = None) -> None:
         """Turn one message into rows and dead letters."""
         self.messages_total += 1
-        now = _now_us() if received_us is None else received_us
+        now = self.clock() if received_us is None else received_us
         matches = [(p, w) for p in self._points if (w := p.pattern.match(topic)) is not None]
         if not matches or not payload:
             return

@@ -57,7 +57,6 @@ import contextlib
 import json
 import logging
 import os
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -156,10 +155,6 @@ def _to_us(ts: datetime) -> int:
     if ts.tzinfo is None:  # asyncua decodes UTC; older versions returned naive datetimes
         ts = ts.replace(tzinfo=UTC)
     return (ts - _EPOCH) // _US
-
-
-def _now_us() -> int:
-    return time.time_ns() // 1000
 
 
 def _natural(value: Any) -> Any:
@@ -520,7 +515,7 @@ class OpcUaConnector(Connector):
         lost.set()
 
     def _mark_disconnected(self, quality: Quality) -> None:
-        ts = _now_us()
+        ts = self.clock()
         for item in self._items.values():
             self._outbox.append(self.name, item.point.address, ts, None, quality)
         self._outbox.flush_soon()
@@ -636,7 +631,7 @@ class OpcUaConnector(Connector):
             return
         self._config_errors.add(address)
         logger.warning("OPC UA %s: point %s not subscribed: %s", self._where(), address, reason)
-        self._outbox.append(self.name, address, _now_us(), None, Quality.BAD_CONFIG_ERROR)
+        self._outbox.append(self.name, address, self.clock(), None, Quality.BAD_CONFIG_ERROR)
         self._outbox.flush_soon()
 
     # ----------------------------------------------------------------- notifications
@@ -648,7 +643,7 @@ class OpcUaConnector(Connector):
             return
         dv = ev.data.monitored_item.Value
         ts = dv.SourceTimestamp or dv.ServerTimestamp
-        ts_us = _to_us(ts) if ts is not None else _now_us()
+        ts_us = _to_us(ts) if ts is not None else self.clock()
         code = dv.StatusCode.value if dv.StatusCode is not None else 0
         quality = quality_from_status(code)
         value = _coerce(ev.value, item.point.data_type)
@@ -669,7 +664,7 @@ class OpcUaConnector(Connector):
         text = _natural(msg.Value if msg is not None else None)
         t = fields.get("Time")
         ts_value = t.Value if t is not None else None
-        ts_us = _to_us(ts_value) if isinstance(ts_value, datetime) else _now_us()
+        ts_us = _to_us(ts_value) if isinstance(ts_value, datetime) else self.clock()
         self._outbox.append(
             self.name, item.point.address, ts_us, None if text is None else str(text)
         )

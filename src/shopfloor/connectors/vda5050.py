@@ -8,7 +8,10 @@ and turns every message into readings, events and dead letters:
   as source, the address ``<serialNumber>/<json path>`` and the message header's
   ``timestamp`` (see :data:`STATE_ADDRESSES` for the list). A derived ``<serial>/state`` is
   the vehicle's standard machine state (:func:`derive_state`), ``<serial>/_header_gaps`` the
-  number of missed ``headerId`` values (all topics), and ``_fleet/…`` the fleet KPIs.
+  number of missed ``headerId`` values (all topics), and ``_fleet/…`` the fleet KPIs. What
+  the vehicle did not stamp (the fleet KPIs, a broken connection's Will) and the headers of
+  the commands sent take the connector's
+  :attr:`~shopfloor.connectors.base.Connector.clock`.
 * **Events** (:data:`~shopfloor.historian.base.EVENT_SCHEMA`, ``kind="agv_error"``) for
   every error in the vehicle state: one row when it appears (``end_ts`` null) and the same
   ``event_id`` again with ``end_ts`` when it disappears.
@@ -64,7 +67,7 @@ import uuid
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -360,6 +363,9 @@ class _Timeline:
         return busy, max(0.0, now - start)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 @dataclass(slots=True)
 class _Vehicle:
     serial: str
@@ -371,10 +377,6 @@ class _Vehicle:
     errors: dict[str, tuple[str, int]] = field(default_factory=dict)  # key → (event id, ts)
     busy: _Timeline = field(default_factory=_Timeline)
     last_ts: int = 0  # newest header timestamp seen, µs
-
-
-def _now_us() -> int:
-    return time.time_ns() // 1000
 
 
 def _describe(exc: BaseException) -> str:
@@ -646,7 +648,7 @@ class VdaConnector(Connector):
             self._sent_header[key] = header_id
         return {
             "headerId": header_id,
-            "timestamp": datetime.now(UTC),
+            "timestamp": _EPOCH + timedelta(microseconds=self.clock()),
             "version": self.settings.version,
             "manufacturer": manufacturer,
             "serialNumber": serial,
@@ -782,7 +784,7 @@ class VdaConnector(Connector):
             header_id = data.get("headerId") if isinstance(data, dict) else None
             if isinstance(header_id, int) and not isinstance(header_id, bool):
                 # it arrived, so it is no gap (readings from it are lost, but dead-lettered)
-                self._check_header(serial, kind, header_id, _now_us())
+                self._check_header(serial, kind, header_id, self.clock())
             return
         if msg.serialNumber != serial:
             self._dead_letter(
@@ -806,7 +808,7 @@ class VdaConnector(Connector):
                 # A CONNECTIONBROKEN Will carries the header written when the vehicle
                 # connected; the broker sends it after the vehicle's last message, so it is
                 # stamped on arrival (never before what the vehicle said last).
-                ts = max(_now_us(), vehicle.last_ts + 1)
+                ts = max(self.clock(), vehicle.last_ts + 1)
             vehicle.connection = msg.connectionState
             self._emit(serial, "connectionState", ts, msg.connectionState)
             self._update_derived(vehicle, ts)
@@ -967,7 +969,7 @@ class VdaConnector(Connector):
         }
 
     def _emit_kpis(self) -> None:
-        ts = _now_us()
+        ts = self.clock()
         for name, value in self.fleet_kpis().items():
             address = f"_fleet/{name}"
             if self.settings.auto_discover or address in self._wanted:

@@ -33,6 +33,7 @@ import random
 import socket
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -46,6 +47,11 @@ from shopfloor.connectors._vda5050_models import VERSIONS, InstantActions, Order
 __all__ = ["AgvFleetSimulator", "HallGraph", "SimVehicle", "hall_graph"]
 
 logger = logging.getLogger(__name__)
+
+
+def _wall_clock() -> datetime:
+    return datetime.now(UTC)
+
 
 _DRIVE_MODES = frozenset({"AUTOMATIC", "SEMIAUTOMATIC"})
 
@@ -550,7 +556,7 @@ class _Link:
     def header_json(self, header_id: int, body: dict[str, Any]) -> bytes:
         msg = {
             "headerId": header_id,
-            "timestamp": format_timestamp(datetime.now(UTC)),
+            "timestamp": format_timestamp(self.sim.clock()),
             "version": VERSIONS[self.sim.major_version],
             "manufacturer": self.sim.manufacturer,
             "serialNumber": self.vehicle.serial,
@@ -574,6 +580,8 @@ class AgvFleetSimulator:
     idle vehicles pick random destinations (and the charger when low) on their own; turn it
     off to drive them only with orders from the broker. ``obstacle_rate`` (per driving
     second), ``mtbf_s`` and ``mttr_s`` are in simulated seconds (0 turns them off).
+    ``clock`` tells the time the message headers are stamped with (default the wall clock;
+    a factory simulator's, so that the fleet's data goes with the factory's).
     """
 
     def __init__(
@@ -594,6 +602,7 @@ class AgvFleetSimulator:
         mttr_s: float = 300.0,
         graph: HallGraph | None = None,
         clear_retained: bool = True,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         if major_version not in VERSIONS:
             raise ValueError(f"major_version {major_version!r} is not v2 or v1")
@@ -608,6 +617,8 @@ class AgvFleetSimulator:
         self.speed = speed
         self.state_hz = state_hz
         self.clear_retained = clear_retained
+        self.clock: Callable[[], datetime] = clock or _wall_clock
+        """The time of the message headers (an aware datetime)."""
         self.graph = graph or hall_graph()
         self.vehicles: dict[str, SimVehicle] = {}
         starts = sorted(n for n in self.graph.nodes if n != self.graph.charger)

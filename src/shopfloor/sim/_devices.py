@@ -15,7 +15,8 @@ Convention (see also the comment of ``examples/acme-munich.yaml``):
   its broker (``mqtt://host:port``; the broker is not started here), one vehicle per
   serial number (the first segment of the bindings' addresses), with the connection's
   ``interface_name``, ``major_version`` and ``manufacturer`` options. An unreachable
-  broker is reported in :attr:`SimulatedDevices.skipped`, not raised.
+  broker is reported in :attr:`SimulatedDevices.skipped`, not raised. With a
+  :class:`~shopfloor.sim.Simulator`, the vehicles' message headers carry its simulated time.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -244,7 +246,13 @@ def _serials(factory: Factory, connection: str) -> list[str]:
 
 
 def _fleet(
-    factory: Factory, connection: str, host: str, port: int, seed: int, speed: float
+    factory: Factory,
+    connection: str,
+    host: str,
+    port: int,
+    seed: int,
+    speed: float,
+    clock: Callable[[], datetime] | None = None,
 ) -> AgvFleetSimulator:
     opts = factory.connections[connection].options
     serials = _serials(factory, connection)
@@ -257,6 +265,7 @@ def _fleet(
         manufacturer=str(opts.get("manufacturer", "ShopfloorSim")),
         seed=seed,
         speed=speed,
+        clock=clock,
     )
     # the fleet numbers its vehicles AGV-001…; give them the file's serial numbers
     links = list(fleet._links.values())
@@ -289,7 +298,8 @@ async def simulate_devices(
     over both. ``agvs``: ``None`` runs the fleets whose broker is reachable, ``False`` none,
     ``True`` tries every one (an unreachable broker is still only reported). AGVs run at
     ``agv_speed`` (default ``min(speed, 5)``: faster, they would jump across the hall).
-    ``simulator`` couples the devices to its engine.
+    ``simulator`` couples the devices to its engine, and the AGVs stamp their messages
+    with its simulated time (else with the wall clock).
     """
     overrides = dict(endpoint_override or {})
     out = SimulatedDevices()
@@ -332,7 +342,13 @@ async def simulate_devices(
                     out.skipped[name] = f"AGVs not simulated: MQTT broker unreachable ({why})"
                     continue
                 fleet = _fleet(
-                    factory, name, broker[0], broker[1], seed, agv_speed or min(speed, 5.0)
+                    factory,
+                    name,
+                    broker[0],
+                    broker[1],
+                    seed,
+                    agv_speed or min(speed, 5.0),
+                    _clock(simulator),
                 )
                 try:
                     await stack.enter_async_context(fleet)
@@ -345,6 +361,13 @@ async def simulate_devices(
                     f"{len(fleet.vehicles)} AGVs on {endpoint}: {', '.join(fleet.vehicles)}"
                 )
         yield out
+
+
+def _clock(sim: Simulator | None) -> Callable[[], datetime] | None:
+    """The simulator's time (what its data is stamped with), or None for the wall clock."""
+    if sim is None:
+        return None
+    return lambda: sim.now
 
 
 def _start(sim: Simulator | None) -> float | None:
