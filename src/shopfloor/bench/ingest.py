@@ -126,6 +126,8 @@ class IngestBenchConfig:
     works off the births' backlog, up to ``warmup_timeout_s``)."""
     warmup_timeout_s: float = 180.0
     seed: int = 42
+    memory_limit: str | None = None
+    """DuckDB's ``memory_limit`` for the historian (``None``: DuckDB's default)."""
 
     def __post_init__(self) -> None:
         if self.devices < 1 or self.metrics < 1:
@@ -654,10 +656,12 @@ async def run_ingest_bench(
         "seconds": cfg.seconds,
         "edge_nodes": nodes,
         "offered_values_per_s": round(offered),
+        "memory_limit": cfg.memory_limit,
     }
     kids = _children(cfg, group)
     try:
-        async with open_historian(f"duckdb:{workdir / 'ingest.duckdb'}") as historian:
+        options = "" if cfg.memory_limit is None else f"?memory_limit={cfg.memory_limit}"
+        async with open_historian(f"duckdb:{workdir / 'ingest.duckdb'}{options}") as historian:
             report("registering signals", 0, 1)
             with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
                 infos = await asyncio.get_running_loop().run_in_executor(

@@ -46,6 +46,11 @@ def ingest_command(
     db: str = typer.Option(
         "postgresql://postgres@127.0.0.1:5432/test", "--db", help="The PostgreSQL database."
     ),
+    memory_limit: str | None = typer.Option(
+        None,
+        "--memory-limit",
+        help="With --store duckdb: DuckDB's memory_limit (e.g. 256MB; default DuckDB's own).",
+    ),
 ) -> None:
     """Sparkplug edges → broker → host → pipeline → DuckDB: stored values/s, backlog,
     latency, RSS, and the host's message rate against a bare paho subscriber in the same run.
@@ -70,6 +75,7 @@ def ingest_command(
             seconds=seconds,
             broker=broker,
             profile=profile,
+            memory_limit=memory_limit,
         )
         cfg.broker_address()
     except ValueError as exc:
