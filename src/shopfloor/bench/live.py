@@ -75,6 +75,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from shopfloor.edge.batch import RAW_SCHEMA, TS_TYPE, RawBatch
+from shopfloor.edge.pipeline import WRITE_BUCKETS_S
 
 __all__ = ["LiveBenchConfig", "run_live_bench"]
 
@@ -488,6 +489,7 @@ async def _platform(
                     await asyncio.sleep(0.05)
                 st = pipeline.stats
                 stored0, commits0, offered0 = st.values_stored, st.commits, state.values
+                writes0, write_s0 = list(st.write_counts), st.write_seconds
                 sent0, frames0 = hub.stats.values_sent, hub.stats.frames_sent
                 hub0 = hub.stats.observe_s + hub.stats.render_s
                 window = await _window(cfg, client, report, "platform")
@@ -501,6 +503,11 @@ async def _platform(
                         "hub_frames_per_s": round((hub.stats.frames_sent - frames0) / wall, 2),
                         "hub_values_per_s": round((hub.stats.values_sent - sent0) / wall),
                         "pipeline_lag_ms": round(st.lag_ms, 1),
+                        "historian_write_ms_mean": round(
+                            1000.0 * (st.write_seconds - write_s0) / max(1, st.commits - commits0),
+                            1,
+                        ),
+                        "historian_writes_by_ms": _write_histogram(st.write_counts, writes0),
                         "hub_cpu_pct": round(100.0 * hub_s / wall, 1),
                         "hub_us_per_value": round(
                             1e6 * hub_s / max(1, hub.stats.values_sent - sent0), 3
@@ -660,3 +667,13 @@ async def run_live_bench(
         and figures["clients_dropped"] == 0
     )
     return figures
+
+
+def _write_histogram(counts: list[int], before: list[int]) -> dict[str, int]:
+    """Historian appends in the window per write-time bucket (``"≤250"``: at most 250 ms)."""
+    out: dict[str, int] = {}
+    for i, (now, then) in enumerate(zip(counts, before, strict=True)):
+        if now - then:
+            bound = WRITE_BUCKETS_S[i] if i < len(WRITE_BUCKETS_S) else None
+            out["more" if bound is None else f"≤{1000 * bound:g}"] = now - then
+    return out
