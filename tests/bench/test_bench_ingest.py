@@ -44,6 +44,9 @@ def test_layout_fills_nodes_of_a_hundred() -> None:
         IngestBenchConfig(broker="http://x").broker_address()
     with pytest.raises(ValueError, match="positive"):
         IngestBenchConfig(rate=0)
+    with pytest.raises(ValueError, match=r"--memory-limit 'lots'.*a size such as 256MB"):
+        IngestBenchConfig(memory_limit="lots")
+    assert IngestBenchConfig(memory_limit="256MB").memory_limit == "256MB"
 
 
 def test_the_command_is_registered_and_rejects_a_bad_broker() -> None:
@@ -55,6 +58,9 @@ def test_the_command_is_registered_and_rejects_a_bad_broker() -> None:
     result = runner.invoke(app, ["bench", "ingest", "--broker", "tcp://nowhere"])
     assert result.exit_code == 2
     assert "mqtt://" in result.output
+    result = runner.invoke(app, ["bench", "ingest", "--memory-limit", "lots"])
+    assert result.exit_code == 2
+    assert "memory_limit must be a size" in " ".join(result.output.split())
 
 
 @pytest.mark.skipif(not _broker_up(), reason=f"no MQTT broker at {HOST}:{PORT}")

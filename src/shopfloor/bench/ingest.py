@@ -76,6 +76,7 @@ import pyarrow as pa
 
 from shopfloor.connectors._sparkplug_payload import DataType
 from shopfloor.edge.batch import ReadingBatch
+from shopfloor.errors import HistorianError
 from shopfloor.historian import Historian, SignalInfo, open_historian
 
 if TYPE_CHECKING:
@@ -134,6 +135,11 @@ class IngestBenchConfig:
             raise ValueError("devices and metrics must be at least 1")
         if self.rate <= 0 or self.seconds <= 0:
             raise ValueError("rate and seconds must be positive")
+        if self.memory_limit is not None:
+            try:  # checked as the historian URL will be, before anything starts
+                open_historian(f"duckdb::memory:?memory_limit={self.memory_limit}")
+            except HistorianError as exc:
+                raise ValueError(f"--memory-limit {self.memory_limit!r}: {exc}") from exc
 
     def layout(self) -> tuple[int, int]:
         """``(edge nodes, devices per node)`` for ``devices`` (rounded up to fill nodes)."""
