@@ -20,12 +20,12 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from _modbus_testserver import ModbusTestServer, Running, value_of
+from _modbus_testserver import Collector, ModbusTestServer, Running, value_of
 
 from shopfloor.connectors.base import PointSpec, wall_clock_us
 from shopfloor.connectors.modbus import ModbusConnector
 from shopfloor.connectors.vda5050 import VdaConnector
-from shopfloor.edge.batch import Quality, RawBatch, to_us
+from shopfloor.edge.batch import Quality, to_us
 from shopfloor.historian import open_historian
 from shopfloor.model import parse_factory
 from shopfloor.runtime import Runtime
@@ -148,31 +148,15 @@ def _broker_up() -> bool:
         return False
 
 
-class Rows:
-    """A batch sink keeping rows, with a wait for a condition on them."""
-
-    def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] = []
-        self.changed = asyncio.Event()
-
-    async def __call__(self, batch: RawBatch) -> None:
-        self.rows.extend(batch.table.to_pylist())
-        self.changed.set()
-
-    def of(self, address: str) -> list[dict[str, Any]]:
-        return [r for r in self.rows if r["address"] == address]
-
-    async def until(self, cond: Any, within: float = 15.0) -> None:
-        async with asyncio.timeout(within):
-            while not cond():
-                self.changed.clear()
-                await self.changed.wait()
+def _of(sink: Collector, address: str) -> list[dict[str, Any]]:
+    """The rows ``sink`` received for ``address``."""
+    return [r for r in sink.rows() if r["address"] == address]
 
 
 @pytest.mark.skipif(not _broker_up(), reason=f"no MQTT broker listening on {HOST}:{PORT}")
 async def test_vda5050_vehicle_time_from_the_simulator_the_rest_from_the_connector() -> None:
     iface = f"uagv-clock-{uuid.uuid4().hex[:8]}"
-    sink = Rows()
+    sink = Collector()
     c = VdaConnector(
         "fleet",
         f"mqtt://{HOST}:{PORT}",
@@ -204,12 +188,13 @@ async def test_vda5050_vehicle_time_from_the_simulator_the_rest_from_the_connect
         )
         async with fleet, aiomqtt.Client(HOST, PORT) as spy:
             await spy.subscribe(f"{iface}/v2/+/AGV-001/instantActions")
-            await sink.until(
+            await sink.wait(
                 lambda: (
-                    sink.of("AGV-001/batteryState.batteryCharge")
-                    and sink.of("AGV-001/agvPosition.x")
-                    and sink.of("_fleet/utilisation")
-                )
+                    _of(sink, "AGV-001/batteryState.batteryCharge")
+                    and _of(sink, "AGV-001/agvPosition.x")
+                    and _of(sink, "_fleet/utilisation")
+                ),
+                within=15.0,
             )
             await c.pause("AGV-001")
             async with asyncio.timeout(5):
@@ -218,28 +203,29 @@ async def test_vda5050_vehicle_time_from_the_simulator_the_rest_from_the_connect
                     sent.append(json.loads(m.payload))
                     break
             await fleet.kill("AGV-001")
-            await sink.until(
+            await sink.wait(
                 lambda: any(
-                    r["v_str"] == "CONNECTIONBROKEN" for r in sink.of("AGV-001/connectionState")
-                )
+                    r["v_str"] == "CONNECTIONBROKEN" for r in _of(sink, "AGV-001/connectionState")
+                ),
+                within=15.0,
             )
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    broken = [r for r in sink.of("AGV-001/connectionState") if r["v_str"] == "CONNECTIONBROKEN"]
+    broken = [r for r in _of(sink, "AGV-001/connectionState") if r["v_str"] == "CONNECTIONBROKEN"]
     # The Will carries the header of the vehicle's connect: stamped on arrival instead.
     assert {to_us(r["ts"]) for r in broken} == {to_us(CONNECTOR_TIME)}
-    assert {r["ts"] for r in sink.rows if r["address"].startswith("_fleet/")} == {CONNECTOR_TIME}
+    assert {r["ts"] for r in sink.rows() if r["address"].startswith("_fleet/")} == {CONNECTOR_TIME}
     said = [
         r
-        for r in sink.rows
+        for r in sink.rows()
         if r["address"].startswith("AGV-001/") and r["address"] != "AGV-001/state"
     ]
     assert len(said) > 10
     assert {r["ts"] for r in said if r not in broken} == {SIM_TIME}
     # the derived state goes with what it is derived from: the vehicle's, then the Will's
-    states = sink.of("AGV-001/state")
+    states = _of(sink, "AGV-001/state")
     assert {r["ts"] for r in states[:-1]} == {SIM_TIME}
     assert (states[-1]["v_str"], states[-1]["ts"]) == ("offline", CONNECTOR_TIME)
     assert sent[0]["timestamp"] == "2031-06-07T08:09:10.250Z"
