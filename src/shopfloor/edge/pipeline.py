@@ -79,6 +79,13 @@ class PipelineStats:
 _STOP = object()
 
 
+def _take(item: object, pending: list[tuple[float, RawBatch]]) -> int:
+    """Add a queued ``(arrival, batch)`` to ``pending``; its row count."""
+    assert isinstance(item, tuple)
+    pending.append(item)
+    return len(item[1])
+
+
 def _concat(batches: list[RawBatch]) -> RawBatch:
     """One raw batch of ``batches``, keeping the address ids when they share one pool."""
     if len(batches) == 1:
@@ -150,18 +157,14 @@ class Pipeline:
                 if item is _STOP:
                     stop = True
                     break
-                assert isinstance(item, tuple)
-                pending.append(item)
-                rows += len(item[1])
+                rows += _take(item, pending)
             while not stop and rows < self.max_rows and not self._queue.empty():
                 # behind: what is queued already goes into this commit too
                 item = self._queue.get_nowait()
                 if item is _STOP:
                     stop = True
                     break
-                assert isinstance(item, tuple)
-                pending.append(item)
-                rows += len(item[1])
+                rows += _take(item, pending)
             if pending:
                 await self._commit(pending)
                 pending, rows = [], 0
