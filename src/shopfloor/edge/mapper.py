@@ -78,6 +78,23 @@ def _extends(pool: pa.Array, known: pa.Array) -> bool:
     return n == 0 or (pool[0] == known[0] and pool[n - 1] == known[n - 1])
 
 
+def _lookup(routes: pa.Array, source: str, addresses: pa.Array) -> npt.NDArray[np.int64]:
+    """The index in ``routes`` (route keys) of each of ``source``'s distinct ``addresses``
+    (-1: none)."""
+    out = np.full(len(addresses), -1, np.int64)
+    if not len(addresses) or not len(routes):
+        return out
+    keys = pc.binary_join_element_wise(pa.scalar(source), addresses, _SEP)
+    if 4 * len(keys) < len(routes):
+        # few addresses: hash them and probe the routes (hashing every route costs more)
+        at = pc.index_in(routes, value_set=keys).to_numpy(zero_copy_only=False)
+        hit = ~np.isnan(at) if at.dtype.kind == "f" else np.ones(len(at), bool)
+        out[at[hit].astype(np.int64)] = np.flatnonzero(hit)
+        return out
+    found = pc.index_in(keys, value_set=routes).fill_null(-1)
+    return np.asarray(found.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
 def _null_mask(arr: pa.Array) -> np.ndarray:
     return np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
 
@@ -116,13 +133,11 @@ class Mapper:
         )
         out._scaled = (out._scale != 1.0) | (out._offset != 0.0)
         out._pools = {}
-        extra_mapper = Mapper.__new__(Mapper)  # the new routes alone, numbered after ours
-        extra_mapper._keys = cols[0]
-        extra_mapper._pools = {}
         for source, (pool, routes) in self._pools.items():
             # the addresses known to no route so far may be known to the new ones
             missing = np.flatnonzero(routes < 0)
-            found = extra_mapper._lookup(source, pool.take(pa.array(missing)))
+            # looked up among the new routes alone, numbered after ours
+            found = _lookup(cols[0], source, pool.take(pa.array(missing)))
             routes = routes.copy()
             routes[missing] = np.where(found < 0, -1, found + len(self._keys))
             out._pools[source] = (pool, routes)
@@ -139,26 +154,11 @@ class Mapper:
             return cached[1]
         if cached is not None and _extends(pool, cached[0]):
             old = cached[1]
-            routes = np.concatenate([old, self._lookup(source, pool.slice(len(old)))])
+            routes = np.concatenate([old, _lookup(self._keys, source, pool.slice(len(old)))])
         else:
-            routes = self._lookup(source, pool)
+            routes = _lookup(self._keys, source, pool)
         self._pools[source] = (pool, routes)
         return routes
-
-    def _lookup(self, source: str, addresses: pa.Array) -> npt.NDArray[np.int64]:
-        """The route index of each of ``source``'s distinct ``addresses`` (-1: none)."""
-        out = np.full(len(addresses), -1, np.int64)
-        if not len(addresses) or not len(self._keys):
-            return out
-        keys = pc.binary_join_element_wise(pa.scalar(source), addresses, _SEP)
-        if 4 * len(keys) < len(self._keys):
-            # few addresses: hash them and probe the routes (hashing every route costs more)
-            at = pc.index_in(self._keys, value_set=keys).to_numpy(zero_copy_only=False)
-            hit = ~np.isnan(at) if at.dtype.kind == "f" else np.ones(len(at), bool)
-            out[at[hit].astype(np.int64)] = np.flatnonzero(hit)
-            return out
-        found = pc.index_in(keys, value_set=self._keys).fill_null(-1)
-        return np.asarray(found.to_numpy(zero_copy_only=False), dtype=np.int64)
 
     def unknown(self, raw: RawBatch) -> list[tuple[str, str]]:
         """The distinct ``(source, address)`` keys of ``raw`` that no route covers."""
